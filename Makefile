@@ -1,0 +1,68 @@
+# Petrel: top-level build. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+# Reproducible builds: fixed time, no absolute paths in binaries.
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1)
+export TZ := UTC
+export LC_ALL := C
+export CARGO_TERM_COLOR ?= never
+REMAP := --remap-path-prefix=$(CURDIR)=/petrel --remap-path-prefix=$(HOME)=/home
+HOST_TARGET := x86_64-unknown-linux-musl
+GUEST_TARGET := x86_64-unknown-none
+GUEST_OUT := $(CURDIR)/target/guests
+STAGE := $(CURDIR)/scripts/stage
+
+.PHONY: help deps build tender guests test fmt fmt-check clippy unit bench fuzz-replay clean
+
+help:
+	@echo "make deps    install what a fresh machine lacks (rustup targets, Debian packages)"
+	@echo "make build   build petrel-hvt (static musl) and every example unikernel"
+	@echo "make test    deps, build, fmt check, clippy -D warnings, all tests (timed stages)"
+	@echo "make bench   benchmarks (set HVT_BASELINE=/path/to/solo5-hvt for side-by-side ratios)"
+
+deps:
+	@$(STAGE) deps scripts/deps
+
+build: tender guests
+
+tender:
+	RUSTFLAGS="$(REMAP)" cargo build --release --locked --target $(HOST_TARGET) --bins
+
+guests:
+	cd guest && RUSTFLAGS="$(REMAP)" cargo build --release --locked
+	@mkdir -p $(GUEST_OUT)
+	@for f in guest/target/$(GUEST_TARGET)/release/*; do \
+	  [ -f "$$f" ] && [ -x "$$f" ] || continue; \
+	  cp "$$f" "$(GUEST_OUT)/$$(basename "$$f").hvt"; \
+	done
+	@echo "guests in $(GUEST_OUT): $$(ls $(GUEST_OUT) | tr '\n' ' ')"
+
+fmt:
+	cargo fmt --all
+	cd guest && cargo fmt --all
+
+fmt-check:
+	cargo fmt --all -- --check
+	cd guest && cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --locked --all-targets -- -D warnings
+	cd guest && cargo clippy --locked --release -- -D warnings
+
+unit:
+	PETREL_GUESTS=$(GUEST_OUT) cargo test --release --locked
+
+test:
+	@$(STAGE) deps scripts/deps
+	@$(STAGE) build $(MAKE) --no-print-directory build
+	@$(STAGE) fmt-check $(MAKE) --no-print-directory fmt-check
+	@$(STAGE) clippy $(MAKE) --no-print-directory clippy
+	@$(STAGE) tests $(MAKE) --no-print-directory unit
+
+bench: build
+	PETREL_GUESTS=$(GUEST_OUT) cargo run --release --locked -p petrel-hvt --example bench
+
+clean:
+	cargo clean
+	cd guest && cargo clean

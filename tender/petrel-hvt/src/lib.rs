@@ -1,0 +1,1 @@
+//! `petrel-hvt`: runs one Solo5 hvt unikernel on KVM.

@@ -1,0 +1,2 @@
+//! The `petrel-hvt` command: a thin shell over the library.
+fn main() {}
