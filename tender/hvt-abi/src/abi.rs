@@ -36,6 +36,7 @@ pub const SOLO5_NOTE_MANIFEST: u32 = 0x3154_464d;
 /// Largest accepted ABI1 descriptor.
 pub const ABI1_NOTE_DESC_MAX: u32 = 32;
 /// Largest accepted MFT1 descriptor: 4 bytes of padding + a full 64-entry manifest.
+#[allow(clippy::cast_possible_truncation)] // MFT_HEADER_SIZE is 8
 pub const MFT1_NOTE_DESC_MAX: u32 = 4 + MFT_HEADER_SIZE as u32 + MFT_MAX_ENTRIES * 104;
 /// Size of the manifest header (`version`, `entries`).
 pub const MFT_HEADER_SIZE: usize = 8;
@@ -105,7 +106,9 @@ pub const SOLO5_EXIT_ABORT: i32 = 255;
 
 /// `struct hvt_boot_info`, placed at [`X86_BOOT_INFO_BASE`]; the guest's `_start` gets
 /// its address in RDI.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtBootInfo {
     /// Guest memory usable by the guest, in bytes (excludes a net ring).
@@ -127,7 +130,9 @@ pub struct HvtBootInfo {
 }
 
 /// `struct hvt_hc_walltime`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtHcWalltime {
     /// OUT: `CLOCK_REALTIME` in nanoseconds.
@@ -135,7 +140,9 @@ pub struct HvtHcWalltime {
 }
 
 /// `struct hvt_hc_puts`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtHcPuts {
     /// IN: guest address of the bytes.
@@ -145,7 +152,9 @@ pub struct HvtHcPuts {
 }
 
 /// `struct hvt_hc_poll`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtHcPoll {
     /// IN: how long to wait at most, in nanoseconds.
@@ -159,7 +168,9 @@ pub struct HvtHcPoll {
 }
 
 /// `struct hvt_hc_block_write` / `struct hvt_hc_block_read` (same layout).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtHcBlock {
     /// IN: device handle (manifest index).
@@ -177,7 +188,9 @@ pub struct HvtHcBlock {
 }
 
 /// `struct hvt_hc_net_write` / `struct hvt_hc_net_read` (same layout).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtHcNet {
     /// IN: device handle (manifest index).
@@ -193,7 +206,9 @@ pub struct HvtHcNet {
 }
 
 /// `struct hvt_hc_halt`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HvtHcHalt {
     /// IN: guest address of up to [`HVT_HALT_COOKIE_MAX`] bytes (a trap frame on abort), or 0.

@@ -19,3 +19,110 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod elf;
+pub mod mft;
+pub mod note;
+
+/// Guest memory sizes [`fuzz_check`] plans a load for: the smallest (2 MiB), the
+/// default (512 MiB), the largest (4 GiB), and an unaligned one.
+const FUZZ_MEM_SIZES: [u64; 4] = [
+    abi::X86_GUEST_PAGE_SIZE_2M,
+    abi::HVT_DEFAULT_MEM_SIZE,
+    abi::X86_GUEST_MAX_MEM_SIZE,
+    0x0123_4567,
+];
+
+/// The fuzzing entry point (the `elf_manifest` target in `fuzz/`), also used by the
+/// tests to replay the corpus on stable Rust.
+///
+/// It takes `bytes` through everything the tender does with an executable, in the
+/// tender's order: ELF header, ABI1 note, MFT1 note, manifest validation, attaching
+/// every device and emitting the guest's copy, the guest's view of that copy, and the
+/// load plan and segments for a few memory sizes. Errors are fine; what it checks is
+/// that nothing panics and that the results keep their promises. It panics (which is
+/// what a fuzzer reports) only when an invariant breaks: a manifest that does not
+/// round-trip byte for byte, a segment outside guest memory or out of order, or a
+/// `kernel_end` that is not the highest segment end.
+pub fn fuzz_check(bytes: &[u8]) {
+    let Ok(elf) = elf::Elf::parse(bytes) else {
+        return;
+    };
+    if let Ok(info) = elf.abi_info() {
+        let _ = note::check_hvt_abi(&info);
+    }
+    if let Ok(mft_bytes) = elf.manifest_note() {
+        fuzz_manifest(mft_bytes);
+    }
+    for mem_size in FUZZ_MEM_SIZES {
+        fuzz_load(&elf, mem_size);
+    }
+}
+
+fn fuzz_manifest(mft_bytes: &[u8]) {
+    let Ok(mut mft) = mft::Manifest::parse(mft_bytes) else {
+        return;
+    };
+    let mut out = [0u8; abi::MFT_HEADER_SIZE + abi::MFT_MAX_ENTRIES as usize * 104];
+    assert_eq!(mft.write_to(&mut out), Ok(mft_bytes.len()), "manifest size");
+    assert_eq!(
+        out.get(..mft_bytes.len()),
+        Some(mft_bytes),
+        "manifest round trip"
+    );
+    let mut handles = heapless::Vec::<(usize, mft::DeviceKind), 64>::new();
+    for (handle, name, kind) in mft.devices() {
+        assert!(handle > 0, "device at the reserved index");
+        let _ = mft.find(name);
+        let _ = handles.push((handle, kind));
+    }
+    for &(handle, kind) in &handles {
+        let attached = match kind {
+            mft::DeviceKind::Block => mft.attach_block(handle, 512 * 8, 512).is_ok(),
+            mft::DeviceKind::Net => mft.attach_net(handle, [2, 0, 0, 0, 0, 1], 1500).is_ok(),
+            _ => true,
+        };
+        assert!(attached, "attaching device {handle}");
+    }
+    let Ok(len) = mft.write_to(&mut out) else {
+        panic!("manifest does not fit its own size");
+    };
+    let view = mft::MftView::new(out.get(..len).unwrap_or_default());
+    let Some(view) = view else {
+        panic!("guest cannot view the emitted manifest");
+    };
+    assert_eq!(view.len(), mft.len(), "view length");
+    for (handle, name, kind) in mft.devices() {
+        if let Some((found, entry)) = view.find_kind(name, kind) {
+            assert!(found <= handle, "view finds a later entry");
+            assert_eq!(entry.kind(), kind, "view kind");
+        }
+    }
+}
+
+fn fuzz_load(elf: &elf::Elf<'_>, mem_size: u64) {
+    let plan = elf.load_plan(mem_size);
+    let mut highest = 0;
+    let mut all_ok = true;
+    for segment in elf.segments(mem_size) {
+        let Ok(segment) = segment else {
+            all_ok = false;
+            continue;
+        };
+        let range = segment.protect_range();
+        assert!(
+            range.start >= abi::HVT_GUEST_MIN_BASE && range.start >= highest,
+            "order"
+        );
+        assert!(range.start < range.end && range.end <= mem_size, "range");
+        assert!(range.start % elf::EM_PAGE_SIZE == 0 && range.end % elf::EM_PAGE_SIZE == 0);
+        assert!(segment.file_range().end <= range.end && segment.zero_range().end <= range.end);
+        let data = elf.segment_data(&segment);
+        assert_eq!(data.len() as u64, segment.filesz, "segment data");
+        highest = highest.max(range.end);
+    }
+    if let Ok(plan) = plan {
+        assert!(all_ok, "plan accepted a failing segment");
+        assert_eq!(plan.kernel_end, highest, "kernel_end");
+        assert!(plan.entry >= abi::HVT_GUEST_MIN_BASE && plan.entry < mem_size);
+    }
+}
