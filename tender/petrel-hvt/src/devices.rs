@@ -70,23 +70,44 @@ pub fn check_block_size(n: u64) -> Result<u16, BlockError> {
 impl BlockDev {
     /// Opens `path` read-write (close-on-exec) and takes its size as the capacity.
     pub fn open(path: &Path) -> Result<File, BlockError> {
-        let err = |source| BlockError::Open { path: path.display().to_string(), source };
-        OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path).map_err(err)
+        let err = |source| BlockError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(err)
     }
 
     /// Wraps an opened file once the sector size is known, checking the capacity.
     pub fn new(name: &str, mut file: File, block_size: u16) -> Result<BlockDev, BlockError> {
         let capacity = file
             .seek(SeekFrom::End(0))
-            .map_err(|source| BlockError::Open { path: name.to_string(), source })?;
+            .map_err(|source| BlockError::Open {
+                path: name.to_string(),
+                source,
+            })?;
         let bs = u64::from(block_size);
         if capacity % bs != 0 {
-            return Err(BlockError::Unaligned { name: name.to_string(), block_size });
+            return Err(BlockError::Unaligned {
+                name: name.to_string(),
+                block_size,
+            });
         }
         if capacity < bs {
-            return Err(BlockError::TooSmall { name: name.to_string(), block_size });
+            return Err(BlockError::TooSmall {
+                name: name.to_string(),
+                block_size,
+            });
         }
-        Ok(BlockDev { file, capacity, block_size })
+        Ok(BlockDev {
+            file,
+            capacity,
+            block_size,
+        })
     }
 
     /// Capacity in bytes.
@@ -103,7 +124,9 @@ impl BlockDev {
     pub fn in_range(&self, offset: u64, len: u64) -> bool {
         len <= i64::MAX as u64
             && offset < self.capacity
-            && offset.checked_add(len).is_some_and(|end| end <= self.capacity)
+            && offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.capacity)
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.
@@ -128,7 +151,9 @@ fn short(n: usize, want: usize, verb: &str) -> io::Result<()> {
     if n == want {
         Ok(())
     } else {
-        Err(io::Error::other(format!("{verb} only {n} out of {want} bytes")))
+        Err(io::Error::other(format!(
+            "{verb} only {n} out of {want} bytes"
+        )))
     }
 }
 
@@ -199,25 +224,38 @@ fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
     // pointers) for which all-zero bytes are a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
     Ok(ifr)
 }
 
 fn ifreq_name(ifr: &libc::ifreq) -> String {
-    let bytes: Vec<u8> = ifr.ifr_name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    let bytes: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| c.to_ne_bytes()[0])
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Runs an interface ioctl (`SIOCGIFFLAGS`, `SIOCGIFMTU`) on a throwaway socket.
 fn if_ioctl(request: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
-    let sock = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::DGRAM, None)?;
-    // SAFETY: `ifr` is a valid, initialised ifreq that lives across the call; both
-    // requests read the name and write one integer member of the union.
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
     #[allow(clippy::cast_possible_truncation, clippy::useless_conversion)]
     let request = request as libc::Ioctl;
+    // SAFETY: `ifr` is a valid, initialised ifreq that lives across the call; both
+    // requests read the name and write one integer member of the union.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, ifr as *mut libc::ifreq) };
-    if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn iface_mtu(name: &str) -> io::Result<u16> {
@@ -231,10 +269,17 @@ fn iface_mtu(name: &str) -> io::Result<u16> {
 /// Attaches to an existing tap interface by name, as upstream does: the interface
 /// must exist and be up (so that opening the tun device never creates a new one).
 pub fn attach_tap(name: &str) -> Result<(OwnedFd, u16), TapError> {
-    let fail = |source| TapError { iface: name.to_string(), source };
+    let fail = |source| TapError {
+        iface: name.to_string(),
+        source,
+    };
     let mut ifr = ifreq_for(name).map_err(fail)?;
     if let Err(e) = if_ioctl(libc::SIOCGIFFLAGS, &mut ifr) {
-        let e = if e.raw_os_error() == Some(libc::ENODEV) { io::Error::from_raw_os_error(libc::ENOENT) } else { e };
+        let e = if e.raw_os_error() == Some(libc::ENODEV) {
+            io::Error::from_raw_os_error(libc::ENOENT)
+        } else {
+            e
+        };
         return Err(fail(e));
     }
     // SAFETY: SIOCGIFFLAGS succeeded, so the kernel wrote the `ifru_flags` member.
@@ -249,10 +294,18 @@ pub fn attach_tap(name: &str) -> Result<(OwnedFd, u16), TapError> {
     )
     .map_err(|e| fail(e.into()))?;
     let mut ifr = ifreq_for(name).map_err(fail)?;
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // IFF_TAP | IFF_NO_PI = 0x1002 fits a c_short.
+    ifr.ifr_ifru.ifru_flags = 0x1002;
+    const _: () = assert!(libc::IFF_TAP | libc::IFF_NO_PI == 0x1002);
     // SAFETY: `fd` is an open tun device and `ifr` a valid ifreq living across the
     // call; TUNSETIFF reads the name and flags and writes back the name.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF,
+            &mut ifr as *mut libc::ifreq,
+        )
+    };
     if rc == -1 {
         return Err(fail(io::Error::last_os_error()));
     }
@@ -268,7 +321,10 @@ pub fn attach_tap(name: &str) -> Result<(OwnedFd, u16), TapError> {
 /// made non-blocking and close-on-exec, and the MTU is read from its interface.
 pub fn attach_tap_fd(fd: RawFd) -> Result<(OwnedFd, u16), TapError> {
     let iface = format!("@{fd}");
-    let fail = |source| TapError { iface: iface.clone(), source };
+    let fail = |source| TapError {
+        iface: iface.clone(),
+        source,
+    };
     if fd < 0 {
         return Err(fail(io::Error::from_raw_os_error(libc::EBADF)));
     }
@@ -295,7 +351,8 @@ pub fn attach_tap_fd(fd: RawFd) -> Result<(OwnedFd, u16), TapError> {
         });
     }
     let fl = rustix::fs::fcntl_getfl(&owned).map_err(|e| fail(e.into()))?;
-    rustix::fs::fcntl_setfl(&owned, fl | rustix::fs::OFlags::NONBLOCK).map_err(|e| fail(e.into()))?;
+    rustix::fs::fcntl_setfl(&owned, fl | rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| fail(e.into()))?;
     rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC).map_err(|e| fail(e.into()))?;
     let mtu = iface_mtu(&ifreq_name(&ifr)).unwrap_or(DEFAULT_MTU);
     Ok((owned, mtu))
@@ -312,7 +369,10 @@ pub fn random_mac() -> io::Result<[u8; 6]> {
 /// Formats a MAC as `xx:xx:xx:xx:xx:xx`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     let m = mac;
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 #[cfg(test)]
@@ -344,24 +404,39 @@ mod tests {
         dev.read_at(&mut buf, 512).unwrap();
         assert_eq!(buf, [7u8; 512]);
         // Alignment is checked first, as upstream does.
-        assert!(matches!(BlockDev::new("t", BlockDev::open(&dir).unwrap(), 8192), Err(BlockError::Unaligned { .. })));
+        assert!(matches!(
+            BlockDev::new("t", BlockDev::open(&dir).unwrap(), 8192),
+            Err(BlockError::Unaligned { .. })
+        ));
         std::fs::write(&dir, vec![0u8; 1000]).unwrap();
-        assert!(matches!(BlockDev::new("t", BlockDev::open(&dir).unwrap(), 512), Err(BlockError::Unaligned { .. })));
+        assert!(matches!(
+            BlockDev::new("t", BlockDev::open(&dir).unwrap(), 512),
+            Err(BlockError::Unaligned { .. })
+        ));
         std::fs::write(&dir, b"").unwrap();
-        assert!(matches!(BlockDev::new("t", BlockDev::open(&dir).unwrap(), 512), Err(BlockError::TooSmall { .. })));
+        assert!(matches!(
+            BlockDev::new("t", BlockDev::open(&dir).unwrap(), 512),
+            Err(BlockError::TooSmall { .. })
+        ));
         std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]
     fn missing_tap_says_no_such_file() {
         let e = attach_tap("petrelnotap0").unwrap_err();
-        assert_eq!(e.to_string(), "Could not attach interface: petrelnotap0: No such file or directory (os error 2)");
+        assert_eq!(
+            e.to_string(),
+            "Could not attach interface: petrelnotap0: No such file or directory (os error 2)"
+        );
     }
 
     #[test]
     fn random_macs_are_local_unicast() {
         let m = random_mac().unwrap();
         assert_eq!(m[0] & 0x03, 0x02);
-        assert_eq!(format_mac(&[0, 1, 2, 0xab, 0xcd, 0xef]), "00:01:02:ab:cd:ef");
+        assert_eq!(
+            format_mac(&[0, 1, 2, 0xab, 0xcd, 0xef]),
+            "00:01:02:ab:cd:ef"
+        );
     }
 }

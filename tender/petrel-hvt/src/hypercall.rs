@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use hvt_abi::abi::*;
 use rustix::event::epoll;
-use rustix::time::{Itimerspec, Timespec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
+use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 
 use crate::devices::{BlockDev, NetDev, NetRead};
 use crate::mem::{BadAccess, GuestMem};
@@ -75,8 +75,14 @@ impl Hypercalls {
     /// Network devices join the poll wait set.
     pub fn new(devices: Vec<Option<Device>>) -> io::Result<Hypercalls> {
         let waitset = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        let timerfd = rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
-        epoll::add(&waitset, &timerfd, epoll::EventData::new_u64(INTERNAL_TIMERFD), epoll::EventFlags::IN)?;
+        let timerfd =
+            rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
+        epoll::add(
+            &waitset,
+            &timerfd,
+            epoll::EventData::new_u64(INTERNAL_TIMERFD),
+            epoll::EventFlags::IN,
+        )?;
         let mut has_block = false;
         let mut has_net = false;
         for (h, d) in devices.iter().enumerate() {
@@ -84,12 +90,20 @@ impl Hypercalls {
                 Some(Device::Block(_)) => has_block = true,
                 Some(Device::Net(n)) => {
                     has_net = true;
-                    epoll::add(&waitset, n.fd(), epoll::EventData::new_u64(h as u64), epoll::EventFlags::IN)?;
+                    epoll::add(
+                        &waitset,
+                        n.fd(),
+                        epoll::EventData::new_u64(h as u64),
+                        epoll::EventFlags::IN,
+                    )?;
                 }
                 None => {}
             }
         }
-        let nets = devices.iter().filter(|d| matches!(d, Some(Device::Net(_)))).count();
+        let nets = devices
+            .iter()
+            .filter(|d| matches!(d, Some(Device::Net(_))))
+            .count();
         Ok(Hypercalls {
             devices,
             has_block,
@@ -104,7 +118,11 @@ impl Hypercalls {
     /// The host fds the hypercalls use, for the seccomp table.
     pub fn fds(&self) -> HypercallFds {
         use std::os::fd::AsRawFd;
-        let mut f = HypercallFds { waitset: self.waitset.as_raw_fd(), timerfd: self.timerfd.as_raw_fd(), ..Default::default() };
+        let mut f = HypercallFds {
+            waitset: self.waitset.as_raw_fd(),
+            timerfd: self.timerfd.as_raw_fd(),
+            ..Default::default()
+        };
         for d in self.devices.iter().flatten() {
             match d {
                 Device::Block(b) => f.blocks.push(b.raw_fd()),
@@ -136,15 +154,25 @@ impl Hypercalls {
         let mut p: HvtHcPoll = mem.read_obj(gpa).map_err(access("POLL"))?;
         let ns = p.timeout_nsecs;
         let it = Itimerspec {
-            it_interval: Timespec { tv_sec: 0, tv_nsec: 0 },
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
             // The low bit keeps the timer armed for a zero timeout (a zero value disarms).
-            it_value: Timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: ((ns % 1_000_000_000) | 1) as i64 },
+            it_value: Timespec {
+                tv_sec: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
+                tv_nsec: i64::try_from((ns % 1_000_000_000) | 1).unwrap_or(1),
+            },
         };
         rustix::time::timerfd_settime(&self.timerfd, TimerfdTimerFlags::empty(), &it)
             .map_err(|e| Fault::Io("arming the poll timer", e.into()))?;
         self.events.clear();
         loop {
-            match epoll::wait(&self.waitset, rustix::buffer::spare_capacity(&mut self.events), None) {
+            match epoll::wait(
+                &self.waitset,
+                rustix::buffer::spare_capacity(&mut self.events),
+                None,
+            ) {
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(Fault::Io("waiting in poll", e.into())),
@@ -168,7 +196,10 @@ impl Hypercalls {
     fn block(&mut self, mem: &mut GuestMem, gpa: u64, write: bool) -> Result<Flow, Fault> {
         let name = if write { "BLOCK_WRITE" } else { "BLOCK_READ" };
         let mut a: HvtHcBlock = mem.read_obj(gpa).map_err(access(name))?;
-        let dev = match usize::try_from(a.handle).ok().and_then(|h| self.devices.get(h)) {
+        let dev = match usize::try_from(a.handle)
+            .ok()
+            .and_then(|h| self.devices.get(h))
+        {
             Some(Some(Device::Block(b))) if b.in_range(a.offset, a.len) => b,
             _ => {
                 a.ret = SOLO5_R_EINVAL;
@@ -178,10 +209,12 @@ impl Hypercalls {
         };
         if write {
             let buf = mem.slice(a.data, a.len).map_err(access(name))?;
-            dev.write_at(buf, a.offset).map_err(|e| Fault::Io("when writing", e))?;
+            dev.write_at(buf, a.offset)
+                .map_err(|e| Fault::Io("when writing", e))?;
         } else {
             let buf = mem.slice_mut(a.data, a.len).map_err(access(name))?;
-            dev.read_at(buf, a.offset).map_err(|e| Fault::Io("when reading", e))?;
+            dev.read_at(buf, a.offset)
+                .map_err(|e| Fault::Io("when reading", e))?;
         }
         a.ret = SOLO5_R_OK;
         mem.write_obj(gpa, &a).map_err(access(name))?;
@@ -189,7 +222,10 @@ impl Hypercalls {
     }
 
     fn net_dev(&self, handle: u64) -> Option<&NetDev> {
-        match usize::try_from(handle).ok().and_then(|h| self.devices.get(h)) {
+        match usize::try_from(handle)
+            .ok()
+            .and_then(|h| self.devices.get(h))
+        {
             Some(Some(Device::Net(n))) => Some(n),
             _ => None,
         }
@@ -201,7 +237,8 @@ impl Hypercalls {
             None => SOLO5_R_EINVAL,
             Some(n) => {
                 let buf = mem.slice(a.data, a.len).map_err(access("NET_WRITE"))?;
-                n.write_frame(buf).map_err(|e| Fault::Io("writing to the tap", e))?;
+                n.write_frame(buf)
+                    .map_err(|e| Fault::Io("writing to the tap", e))?;
                 SOLO5_R_OK
             }
         };
@@ -218,7 +255,10 @@ impl Hypercalls {
         };
         // Borrow juggling: the device lives in `self`, the buffer in `mem`.
         let buf = mem.slice_mut(a.data, a.len).map_err(access("NET_READ"))?;
-        match n.read_frame(buf).map_err(|e| Fault::Io("reading from the tap", e))? {
+        match n
+            .read_frame(buf)
+            .map_err(|e| Fault::Io("reading from the tap", e))?
+        {
             NetRead::Frame(len) => {
                 a.len = len as u64;
                 a.ret = SOLO5_R_OK;
@@ -245,10 +285,15 @@ pub struct HypercallFds {
 
 fn walltime(mem: &mut GuestMem, gpa: u64) -> Result<Flow, Fault> {
     // Check the pointer before doing the work, as upstream does.
-    mem.checked(gpa, size_of::<HvtHcWalltime>() as u64).map_err(access("WALLTIME"))?;
+    mem.checked(gpa, size_of::<HvtHcWalltime>() as u64)
+        .map_err(access("WALLTIME"))?;
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let nsecs = (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64);
-    mem.write_obj(gpa, &HvtHcWalltime { nsecs }).map_err(access("WALLTIME"))?;
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nsecs = secs
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(u64::try_from(now.tv_nsec).unwrap_or(0));
+    mem.write_obj(gpa, &HvtHcWalltime { nsecs })
+        .map_err(access("WALLTIME"))?;
     Ok(Flow::Continue)
 }
 
@@ -276,10 +321,14 @@ fn write_console(mut buf: &[u8]) {
 fn halt(mem: &mut GuestMem, gpa: u64) -> Result<Flow, Fault> {
     let a: HvtHcHalt = mem.read_obj(gpa).map_err(access("HALT"))?;
     let cookie = if a.cookie != 0 {
-        mem.checked(a.cookie, HVT_HALT_COOKIE_MAX).map_err(access("HALT"))?;
+        mem.checked(a.cookie, HVT_HALT_COOKIE_MAX)
+            .map_err(access("HALT"))?;
         Some(a.cookie)
     } else {
         None
     };
-    Ok(Flow::Halt { status: a.exit_status, cookie })
+    Ok(Flow::Halt {
+        status: a.exit_status,
+        cookie,
+    })
 }

@@ -17,7 +17,8 @@ const PAGE_4K: u64 = 0x1000;
 /// GDT entries: null, 64-bit code (0x08), data (0x10).
 pub const GDT: [u64; 3] = [0, 0x00af_9900_0000_ffff, 0x00cf_9300_0000_ffff];
 /// Limit of the GDT (`GDTR.limit`).
-pub const GDT_LIMIT: u16 = (GDT.len() * 8 - 1) as u16;
+pub const GDT_LIMIT: u16 = 23;
+const _: () = assert!(GDT.len() * 8 - 1 == GDT_LIMIT as usize);
 
 /// Guest address of the manifest copy: right after the boot info.
 pub const MFT_GPA: u64 = X86_BOOT_INFO_BASE + size_of::<HvtBootInfo>() as u64;
@@ -31,7 +32,9 @@ pub struct TooSmall {
 }
 
 fn put_u64(mem: &mut [u8], gpa: u64, v: u64) -> Result<(), TooSmall> {
-    let too_small = TooSmall { mem_size: mem.len() as u64 };
+    let too_small = TooSmall {
+        mem_size: mem.len() as u64,
+    };
     let at = usize::try_from(gpa).map_err(|_| too_small)?;
     let dst = mem.get_mut(at..at + 8).ok_or(too_small)?;
     dst.copy_from_slice(&v.to_le_bytes());
@@ -52,13 +55,21 @@ pub fn write_gdt(mem: &mut [u8]) -> Result<(), TooSmall> {
 pub fn write_page_tables(mem: &mut [u8], mem_size: u64) -> Result<(), TooSmall> {
     put_u64(mem, X86_PML4_BASE, X86_PDPTE_BASE | PT_P | PT_RW)?;
     for i in 0..4 {
-        put_u64(mem, X86_PDPTE_BASE + 8 * i, (X86_PDE_BASE + PAGE_4K * i) | PT_P | PT_RW)?;
+        put_u64(
+            mem,
+            X86_PDPTE_BASE + 8 * i,
+            (X86_PDE_BASE + PAGE_4K * i) | PT_P | PT_RW,
+        )?;
     }
     put_u64(mem, X86_PDE_BASE, X86_PTE_BASE | PT_P | PT_RW)?;
     let mut paddr = X86_GUEST_PAGE_SIZE_2M;
     while paddr < mem_size {
         // The four page directories are contiguous, so entry n sits at PDE_BASE + 8n.
-        put_u64(mem, X86_PDE_BASE + 8 * (paddr / X86_GUEST_PAGE_SIZE_2M), paddr | PT_P | PT_RW | PT_PS)?;
+        put_u64(
+            mem,
+            X86_PDE_BASE + 8 * (paddr / X86_GUEST_PAGE_SIZE_2M),
+            paddr | PT_P | PT_RW | PT_PS,
+        )?;
         paddr += X86_GUEST_PAGE_SIZE_2M;
     }
     let mut paddr = 0;
@@ -84,7 +95,9 @@ pub fn write_boot_info(
     manifest: &[u8],
     cmdline: &[u8],
 ) -> Result<HvtBootInfo, TooSmall> {
-    let too_small = TooSmall { mem_size: mem.len() as u64 };
+    let too_small = TooSmall {
+        mem_size: mem.len() as u64,
+    };
     boot_info.mft = MFT_GPA;
     boot_info.cmdline = MFT_GPA + manifest.len() as u64;
     let mut put = |gpa: u64, bytes: &[u8]| -> Result<(), TooSmall> {
@@ -104,7 +117,7 @@ mod tests {
     use super::*;
 
     fn u64_at(mem: &[u8], gpa: u64) -> u64 {
-        let at = gpa as usize;
+        let at = usize::try_from(gpa).unwrap();
         u64::from_le_bytes(mem[at..at + 8].try_into().unwrap())
     }
 
@@ -135,7 +148,10 @@ mod tests {
         write_gdt(&mut mem).unwrap();
         assert_eq!(u64_at(&mem, 0x1008), 0x00af_9900_0000_ffff);
         assert_eq!(GDT_LIMIT, 23);
-        let bi = HvtBootInfo { mem_size: 2 << 20, ..Default::default() };
+        let bi = HvtBootInfo {
+            mem_size: 2 << 20,
+            ..Default::default()
+        };
         let mft = [0xaau8; 112];
         let bi = write_boot_info(&mut mem, bi, &mft, b"hello\0").unwrap();
         assert_eq!(bi.mft, 0x10038);

@@ -10,8 +10,8 @@
 use std::io;
 use std::ops::Range;
 
-use vm_memory::{MmapRegion, VolatileMemory};
 use hvt_abi::elf::Prot;
+use vm_memory::{MmapRegion, VolatileMemory};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// A guest access outside guest memory. Always fatal for the guest (exit status 1).
@@ -34,7 +34,8 @@ pub struct GuestMem {
 impl GuestMem {
     /// Maps `size` bytes of zeroed memory. `size` must be non-zero.
     pub fn new(size: u64) -> io::Result<Self> {
-        let len = usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len =
+            usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let region = MmapRegion::build(
             None,
             len,
@@ -65,7 +66,13 @@ impl GuestMem {
         let r = self.checked(gpa, size_of::<T>() as u64)?;
         let mut v = T::new_zeroed();
         // `checked` proved the range lies inside the region, so get_slice cannot fail.
-        let s = self.region.get_slice(r.start, r.len()).map_err(|_| BadAccess { gpa, len: size_of::<T>() as u64 })?;
+        let s = self
+            .region
+            .get_slice(r.start, r.len())
+            .map_err(|_| BadAccess {
+                gpa,
+                len: size_of::<T>() as u64,
+            })?;
         s.copy_to(v.as_mut_bytes());
         Ok(v)
     }
@@ -77,7 +84,10 @@ impl GuestMem {
         let s = self
             .region
             .get_slice(r.start, r.len())
-            .map_err(|_| BadAccess { gpa, len: bytes.len() as u64 })?;
+            .map_err(|_| BadAccess {
+                gpa,
+                len: bytes.len() as u64,
+            })?;
         s.copy_from(bytes);
         Ok(())
     }
@@ -115,11 +125,28 @@ impl GuestMem {
         unsafe { std::slice::from_raw_parts(self.region.as_ptr(), self.region.size()) }
     }
 
+    /// Which 4 KiB pages of guest memory are resident (`mincore`), so a core dump skips
+    /// the rest. On failure every page counts as resident (slower, still correct).
+    pub fn resident_pages(&self) -> Vec<bool> {
+        let len = self.region.size();
+        let pages = len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the mapping starts page-aligned and is `len` bytes long; `vec` has
+        // one byte per page as mincore(2) requires.
+        let rc = unsafe { libc::mincore(self.region.as_ptr().cast(), len, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return vec![true; pages];
+        }
+        vec.iter().map(|b| b & 1 != 0).collect()
+    }
+
     /// Changes the host-side protection of a page-aligned range, so that a guest write
     /// to its own text faults in the host instead of silently succeeding.
     pub fn protect(&self, range: Range<u64>, prot: Prot) -> io::Result<()> {
-        let start = usize::try_from(range.start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let end = usize::try_from(range.end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let start = usize::try_from(range.start)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let end =
+            usize::try_from(range.end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         if start > end || end > self.region.size() || start % 4096 != 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -133,8 +160,13 @@ impl GuestMem {
         // protection cannot invalidate any Rust reference because the tender holds none
         // across this call, and later writes go through KVM or checked slices that
         // report EFAULT instead of faulting.
-        let rc = unsafe { libc::mprotect(self.region.as_ptr().add(start).cast(), end - start, flags) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        let rc =
+            unsafe { libc::mprotect(self.region.as_ptr().add(start).cast(), end - start, flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -159,7 +191,7 @@ mod tests {
     fn checked_range_follows_solo5_edge() {
         let m = 0x20_0000;
         assert_eq!(checked_range(m, 0, 16), Ok(0..16));
-        assert_eq!(checked_range(m, m - 17, 16), Ok((m as usize - 17)..(m as usize - 1)));
+        assert_eq!(checked_range(m, m - 17, 16), Ok(0x1f_ffef..0x1f_ffff));
         // Ends exactly at the end of memory: refused, as upstream.
         assert!(checked_range(m, m - 16, 16).is_err());
         assert!(checked_range(m, m, 0).is_err());
@@ -171,12 +203,21 @@ mod tests {
     #[test]
     fn objects_round_trip_and_bad_addresses_are_refused() {
         let mut mem = GuestMem::new(0x20_0000).expect("map");
-        let h = hvt_abi::abi::HvtHcHalt { cookie: 7, exit_status: -1, _pad: 0 };
+        let h = hvt_abi::abi::HvtHcHalt {
+            cookie: 7,
+            exit_status: -1,
+            _pad: 0,
+        };
         mem.write_obj(0x1000, &h).expect("write");
         assert_eq!(mem.read_obj::<hvt_abi::abi::HvtHcHalt>(0x1000), Ok(h));
         assert_eq!(mem.slice(0x1000, 8).expect("slice"), &7u64.to_le_bytes());
-        assert!(mem.read_obj::<hvt_abi::abi::HvtHcHalt>(0x20_0000 - 16).is_err());
-        mem.slice_mut(0x2000, 4).expect("slice").copy_from_slice(b"abcd");
+        assert!(
+            mem.read_obj::<hvt_abi::abi::HvtHcHalt>(0x20_0000 - 16)
+                .is_err()
+        );
+        mem.slice_mut(0x2000, 4)
+            .expect("slice")
+            .copy_from_slice(b"abcd");
         assert_eq!(&mem.bytes()[0x2000..0x2004], b"abcd");
     }
 }

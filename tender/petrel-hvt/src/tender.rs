@@ -9,8 +9,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hvt_abi::abi::{
-    HVT_DEFAULT_MEM_SIZE, HVT_HYPERCALL_MAX, HVT_HYPERCALL_PIO_BASE, HvtBootInfo, SOLO5_EXIT_ABORT,
-    X86_GUEST_MAX_MEM_SIZE, X86_GUEST_PAGE_SIZE_2M,
+    HVT_DEFAULT_MEM_SIZE, HVT_HALT_COOKIE_MAX, HVT_HYPERCALL_MAX, HVT_HYPERCALL_PIO_BASE,
+    HvtBootInfo, SOLO5_EXIT_ABORT, X86_GUEST_MAX_MEM_SIZE, X86_GUEST_PAGE_SIZE_2M,
 };
 use hvt_abi::elf::Elf;
 use hvt_abi::mft::{DeviceKind, Manifest};
@@ -18,6 +18,7 @@ use hvt_abi::note::check_hvt_abi;
 
 use crate::cli::{self, DeviceOptKind, NetSource, Options};
 use crate::devices::{self, BlockDev, NetDev, check_block_size};
+use crate::dumpcore;
 use crate::hypercall::{Device, Flow, Hypercalls};
 use crate::layout;
 use crate::mem::GuestMem;
@@ -38,7 +39,10 @@ pub struct Refusal {
 
 impl Refusal {
     fn line(s: impl Into<String>) -> Refusal {
-        Refusal { lines: vec![s.into()], usage: false }
+        Refusal {
+            lines: vec![s.into()],
+            usage: false,
+        }
     }
 }
 
@@ -103,7 +107,13 @@ pub struct Tender {
 }
 
 fn read_kernel(path: &Path) -> Result<Vec<u8>, Refusal> {
-    let fail = |e: std::io::Error| Refusal::line(format!("{}: {}", path.display(), strip_os_error(&e.to_string())));
+    let fail = |e: std::io::Error| {
+        Refusal::line(format!(
+            "{}: {}",
+            path.display(),
+            strip_os_error(&e.to_string())
+        ))
+    };
     let f = std::fs::File::open(path).map_err(fail)?;
     let len = f.metadata().map_err(fail)?.len();
     if len > MAX_KERNEL_FILE {
@@ -113,7 +123,9 @@ fn read_kernel(path: &Path) -> Result<Vec<u8>, Refusal> {
         )));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.take(MAX_KERNEL_FILE).read_to_end(&mut bytes).map_err(fail)?;
+    f.take(MAX_KERNEL_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
     Ok(bytes)
 }
 
@@ -121,7 +133,9 @@ fn read_kernel(path: &Path) -> Result<Vec<u8>, Refusal> {
 /// least 2 MiB), warn if that changed it, refuse more than 4 GiB.
 pub fn mem_size(mem_mib: Option<u64>, warn: &mut dyn FnMut(String)) -> Result<u64, Refusal> {
     let asked = match mem_mib {
-        Some(m) => m.checked_mul(1 << 20).ok_or_else(|| Refusal::line("Malformed argument to --mem"))?,
+        Some(m) => m
+            .checked_mul(1 << 20)
+            .ok_or_else(|| Refusal::line("Malformed argument to --mem"))?,
         None => HVT_DEFAULT_MEM_SIZE,
     };
     let mut mem = asked / X86_GUEST_PAGE_SIZE_2M * X86_GUEST_PAGE_SIZE_2M;
@@ -139,6 +153,26 @@ pub fn mem_size(mem_mib: Option<u64>, warn: &mut dyn FnMut(String)) -> Result<u6
     Ok(mem)
 }
 
+/// Refuses a `--dumpcore` directory that is missing or not writable, before the guest
+/// runs rather than when it aborts.
+fn check_dumpcore_dir(dir: &Path) -> Result<(), Refusal> {
+    let md = std::fs::metadata(dir).map_err(|e| {
+        Refusal::line(format!(
+            "dumpcore: cannot open dir: {}: {}",
+            dir.display(),
+            strip_os_error(&e.to_string())
+        ))
+    })?;
+    if !md.is_dir() {
+        return Err(Refusal::line(format!(
+            "dumpcore: cannot open dir: {}: Not a directory",
+            dir.display()
+        )));
+    }
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK)
+        .map_err(|_| Refusal::line(format!("dumpcore: dir not writable: {}", dir.display())))
+}
+
 /// Collected device options for one manifest entry.
 #[derive(Default)]
 struct Pending {
@@ -150,13 +184,19 @@ struct Pending {
 
 fn not_declared(arg: &str, name: &str) -> Refusal {
     Refusal {
-        lines: vec![format!("Resource not declared in manifest: '{name}'"), format!("Invalid option: `{arg}'")],
+        lines: vec![
+            format!("Resource not declared in manifest: '{name}'"),
+            format!("Invalid option: `{arg}'"),
+        ],
         usage: true,
     }
 }
 
 fn invalid(arg: &str, why: String) -> Refusal {
-    Refusal { lines: vec![why, format!("Invalid option: `{arg}'")], usage: true }
+    Refusal {
+        lines: vec![why, format!("Invalid option: `{arg}'")],
+        usage: true,
+    }
 }
 
 /// Everything up to the first `KVM_RUN`. Warnings go to `warn` as they happen.
@@ -168,7 +208,8 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
     let abi = elf.abi_info().map_err(|e| prefixed(&e))?;
     check_hvt_abi(&abi).map_err(|e| prefixed(&e))?;
     let mft_bytes = elf.manifest_note().map_err(|e| prefixed(&e))?;
-    let mut mft = Manifest::parse(mft_bytes).map_err(|_| Refusal::line(format!("{kpath}: Solo5 manifest is invalid")))?;
+    let mut mft = Manifest::parse(mft_bytes)
+        .map_err(|_| Refusal::line(format!("{kpath}: Solo5 manifest is invalid")))?;
 
     // Pass 2: device options against the manifest.
     let mut pending: Vec<Pending> = (0..mft.len()).map(|_| Pending::default()).collect();
@@ -180,65 +221,107 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
         let Some(handle) = mft.find_kind(&d.name, want) else {
             return Err(not_declared(&d.arg, &d.name));
         };
-        let Some(p) = pending.get_mut(handle) else { return Err(not_declared(&d.arg, &d.name)) };
+        let Some(p) = pending.get_mut(handle) else {
+            return Err(not_declared(&d.arg, &d.name));
+        };
         match &d.kind {
-            DeviceOptKind::Block(path) => p.block = Some(BlockDev::open(path).map_err(|e| invalid(&d.arg, error_chain(&e)))?),
+            DeviceOptKind::Block(path) => {
+                p.block = Some(BlockDev::open(path).map_err(|e| invalid(&d.arg, error_chain(&e)))?)
+            }
             DeviceOptKind::BlockSectorSize(n) => {
-                p.block_size = Some(check_block_size(u64::from(*n)).map_err(|e| invalid(&d.arg, e.to_string()))?)
+                p.block_size = Some(
+                    check_block_size(u64::from(*n)).map_err(|e| invalid(&d.arg, e.to_string()))?,
+                )
             }
             DeviceOptKind::Net(NetSource::Iface(ifname)) => {
-                p.net = Some(devices::attach_tap(ifname).map_err(|e| invalid(&d.arg, error_chain(&e)))?)
+                p.net = Some(
+                    devices::attach_tap(ifname).map_err(|e| invalid(&d.arg, error_chain(&e)))?,
+                )
             }
             DeviceOptKind::Net(NetSource::Fd(fd)) => {
-                p.net = Some(devices::attach_tap_fd(*fd).map_err(|e| invalid(&d.arg, error_chain(&e)))?)
+                p.net = Some(
+                    devices::attach_tap_fd(*fd).map_err(|e| invalid(&d.arg, error_chain(&e)))?,
+                )
             }
             DeviceOptKind::NetMac(mac) => p.mac = Some(*mac),
         }
     }
 
+    if let Some(dir) = &opts.dumpcore {
+        check_dumpcore_dir(dir)?;
+    }
     install_signal_handlers();
     let mem_size = mem_size(opts.mem_mib, warn)?;
-    let mut mem = GuestMem::new(mem_size).map_err(|e| Refusal::line(format!("could not allocate guest memory: {}", error_chain(&e))))?;
+    let mut mem = GuestMem::new(mem_size).map_err(|e| {
+        Refusal::line(format!(
+            "could not allocate guest memory: {}",
+            error_chain(&e)
+        ))
+    })?;
     let vm = Vm::create(&mem)?;
 
     // Load the ELF: copy, then protect on the host side.
-    let plan = elf.load_plan(mem_size).map_err(|e| Refusal::line(format!("{kpath}: {kpath}: {e}")))?;
+    let plan = elf
+        .load_plan(mem_size)
+        .map_err(|e| Refusal::line(format!("{kpath}: {kpath}: {e}")))?;
     {
         let bytes = mem.bytes_mut();
         for seg in elf.segments(mem_size) {
             let seg = seg.map_err(|e| Refusal::line(format!("{kpath}: {kpath}: {e}")))?;
             let data = elf.segment_data(&seg);
             let r = seg.file_range();
-            let (start, end) = (usize::try_from(r.start).unwrap_or(usize::MAX), usize::try_from(r.end).unwrap_or(usize::MAX));
-            let dst = bytes.get_mut(start..end).ok_or_else(|| Refusal::line(format!("{kpath}: segment outside memory")))?;
+            let (start, end) = (
+                usize::try_from(r.start).unwrap_or(usize::MAX),
+                usize::try_from(r.end).unwrap_or(usize::MAX),
+            );
+            let dst = bytes
+                .get_mut(start..end)
+                .ok_or_else(|| Refusal::line(format!("{kpath}: segment outside memory")))?;
             dst.copy_from_slice(data);
             let z = seg.zero_range();
-            if let Some(tail) = bytes.get_mut(usize::try_from(z.start).unwrap_or(usize::MAX)..usize::try_from(z.end).unwrap_or(usize::MAX)) {
+            if let Some(tail) = bytes.get_mut(
+                usize::try_from(z.start).unwrap_or(usize::MAX)
+                    ..usize::try_from(z.end).unwrap_or(usize::MAX),
+            ) {
                 tail.fill(0);
             }
         }
     }
     for seg in elf.segments(mem_size).flatten() {
-        mem.protect(seg.protect_range(), seg.prot)
-            .map_err(|e| Refusal::line(format!("{kpath}: mprotect of phdr[{}] failed: {}", seg.index, error_chain(&e))))?;
+        mem.protect(seg.protect_range(), seg.prot).map_err(|e| {
+            Refusal::line(format!(
+                "{kpath}: mprotect of phdr[{}] failed: {}",
+                seg.index,
+                error_chain(&e)
+            ))
+        })?;
     }
     vm.init_vcpu(plan.entry, mem_size)?;
 
     // Attach devices into the manifest, then check that nothing declared is missing.
     let mut host_devices: Vec<Option<Device>> = Vec::with_capacity(pending.len());
     for (h, p) in pending.into_iter().enumerate() {
-        let name = mft.get(h).map(|e| e.name_str().to_string()).unwrap_or_default();
+        let name = mft
+            .get(h)
+            .map(|e| e.name_str().to_string())
+            .unwrap_or_default();
         if let Some(file) = p.block {
-            let dev = BlockDev::new(&name, file, p.block_size.unwrap_or(devices::DEFAULT_BLOCK_SIZE))?;
+            let dev = BlockDev::new(
+                &name,
+                file,
+                p.block_size.unwrap_or(devices::DEFAULT_BLOCK_SIZE),
+            )?;
             mft.attach_block(h, dev.capacity(), dev.block_size())
                 .map_err(|e| Refusal::line(format!("manifest: {e}")))?;
             host_devices.push(Some(Device::Block(dev)));
         } else if let Some((fd, mtu)) = p.net {
             let mac = match p.mac {
                 Some(m) => m,
-                None => devices::random_mac().map_err(|e| Refusal::line(format!("could not make a MAC address: {e}")))?,
+                None => devices::random_mac()
+                    .map_err(|e| Refusal::line(format!("could not make a MAC address: {e}")))?,
             };
-            mft.attach_net(h, mac, mtu).map_err(|e| Refusal::line(format!("manifest: {e}")))?;
+            mft.attach_net(h, mac, mtu)
+                .map_err(|e| Refusal::line(format!("manifest: {e}")))?;
             host_devices.push(Some(Device::Net(NetDev::new(fd, mac, mtu))));
         } else {
             host_devices.push(None);
@@ -251,12 +334,16 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
     if !missing.is_empty() {
         let mut lines = missing;
         lines.push("All declared devices must be attached. See --help for syntax.".to_string());
-        return Err(Refusal { lines, usage: false });
+        return Err(Refusal {
+            lines,
+            usage: false,
+        });
     }
 
     let cmdline = cli::guest_cmdline(&opts.guest_args).map_err(|e| Refusal::line(e.to_string()))?;
     let mut mft_copy = vec![0u8; mft.byte_len()];
-    mft.write_to(&mut mft_copy).map_err(|e| Refusal::line(format!("manifest: {e}")))?;
+    mft.write_to(&mut mft_copy)
+        .map_err(|e| Refusal::line(format!("manifest: {e}")))?;
     let boot_info = HvtBootInfo {
         mem_size,
         kernel_end: plan.kernel_end,
@@ -267,8 +354,15 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
     layout::write_gdt(bytes)?;
     layout::write_page_tables(bytes, mem_size)?;
     let boot_info = layout::write_boot_info(bytes, boot_info, &mft_copy, &cmdline)?;
-    let hypercalls = Hypercalls::new(host_devices).map_err(|e| Refusal::line(format!("could not set up poll: {}", error_chain(&e))))?;
-    Ok(Tender { vm, mem, hypercalls, dumpcore: opts.dumpcore.clone(), boot_info })
+    let hypercalls = Hypercalls::new(host_devices)
+        .map_err(|e| Refusal::line(format!("could not set up poll: {}", error_chain(&e))))?;
+    Ok(Tender {
+        vm,
+        mem,
+        hypercalls,
+        dumpcore: opts.dumpcore.clone(),
+        boot_info,
+    })
 }
 
 impl Tender {
@@ -288,7 +382,9 @@ impl Tender {
                 VmExit::Interrupted => continue,
                 VmExit::IoOut { port, size, value } => {
                     let Some(nr) = hypercall_nr(port, size) else {
-                        return RunEnd::Fault(format!("Invalid guest port access: port=0x{port:x}"));
+                        return RunEnd::Fault(format!(
+                            "Invalid guest port access: port=0x{port:x}"
+                        ));
                     };
                     match self.hypercalls.handle(&mut self.mem, nr, u64::from(value)) {
                         Ok(Flow::Continue) => continue,
@@ -301,18 +397,30 @@ impl Tender {
                         Err(f) => return RunEnd::Fault(error_chain(&f)),
                     }
                 }
-                VmExit::IoIn { port } => return RunEnd::Fault(format!("Invalid guest port access: port=0x{port:x}")),
+                VmExit::IoIn { port } => {
+                    return RunEnd::Fault(format!("Invalid guest port access: port=0x{port:x}"));
+                }
                 VmExit::FailEntry { reason } => {
-                    return RunEnd::Fault(format!("KVM: entry failure: hw_entry_failure_reason=0x{reason:x}"));
+                    return RunEnd::Fault(format!(
+                        "KVM: entry failure: hw_entry_failure_reason=0x{reason:x}"
+                    ));
                 }
                 VmExit::InternalError { suberror } => {
-                    return RunEnd::Fault(format!("KVM: internal error exit: suberror=0x{suberror:x}"));
+                    return RunEnd::Fault(format!(
+                        "KVM: internal error exit: suberror=0x{suberror:x}"
+                    ));
                 }
                 VmExit::TranslationFault => {
-                    return RunEnd::Fault(format!("KVM: host/guest translation fault: rip=0x{:x}", self.rip()));
+                    return RunEnd::Fault(format!(
+                        "KVM: host/guest translation fault: rip=0x{:x}",
+                        self.rip()
+                    ));
                 }
                 VmExit::Other { reason } => {
-                    return RunEnd::Fault(format!("KVM: unhandled exit: exit_reason=0x{reason:x}, rip=0x{:x}", self.rip()));
+                    return RunEnd::Fault(format!(
+                        "KVM: unhandled exit: exit_reason=0x{reason:x}, rip=0x{:x}",
+                        self.rip()
+                    ));
                 }
             }
         }
@@ -322,36 +430,69 @@ impl Tender {
         self.vm.regs().map(|r| r.rip).unwrap_or(0)
     }
 
-    fn dump_core(&mut self, _cookie: Option<u64>) {
-        if self.dumpcore.is_none() {}
+    /// Writes `DIR/core.solo5-hvt.PID` for an aborted guest when `--dumpcore` was
+    /// given, with upstream's messages. Failures are reported, never fatal.
+    fn dump_core(&mut self, cookie: Option<u64>) {
+        let Some(dir) = self.dumpcore.clone() else {
+            return;
+        };
+        let pid = std::process::id();
+        let path = dumpcore::core_path(&dir, pid);
+        eprintln!(
+            "petrel-hvt: dumpcore: dumping guest core to: {}",
+            path.display()
+        );
+        let regs = match (self.vm.regs(), self.vm.sregs()) {
+            (Ok(r), Ok(s)) => dumpcore::CoreRegs::from_kvm(&r, &s),
+            _ => {
+                eprintln!("petrel-hvt: dumpcore: Could not retrieve guest state");
+                return;
+            }
+        };
+        let cookie_bytes = cookie
+            .and_then(|c| self.mem.slice(c, HVT_HALT_COOKIE_MAX).ok())
+            .unwrap_or(&[]);
+        let regs = dumpcore::regs_from_trap_frame(cookie_bytes, &regs);
+        let resident = self.mem.resident_pages();
+        let result = dumpcore::create_core_file(&dir, pid).and_then(|(mut f, _)| {
+            dumpcore::write_core(&mut f, &regs, self.mem.bytes(), |i| {
+                resident.get(i).copied().unwrap_or(true)
+            })
+        });
+        match result {
+            Ok(stats) => eprintln!(
+                "petrel-hvt: dumpcore: dumped {} pages of total {} pages",
+                stats.pages_dumped, stats.pages_total
+            ),
+            Err(e) => eprintln!(
+                "petrel-hvt: dumpcore: error(s) dumping core, file may be incomplete: {}",
+                strip_os_error(&e.to_string())
+            ),
+        }
     }
 }
 
 /// The hypercall number of an `out` to `port` of `size` bytes, if it is one:
 /// a 4-byte write to a port in `[0x500, 0x509)`.
 pub fn hypercall_nr(port: u16, size: u8) -> Option<u16> {
-    if size != 4 || !(HVT_HYPERCALL_PIO_BASE..HVT_HYPERCALL_PIO_BASE + HVT_HYPERCALL_MAX).contains(&port) {
+    if size != 4
+        || !(HVT_HYPERCALL_PIO_BASE..HVT_HYPERCALL_PIO_BASE + HVT_HYPERCALL_MAX).contains(&port)
+    {
         return None;
     }
     Some(port - HVT_HYPERCALL_PIO_BASE)
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    // Only async-signal-safe calls here: format into a stack buffer, write, _exit.
-    let mut buf = *b"petrel-hvt: Exiting on signal   \n";
-    let n = sig.clamp(0, 99);
-    let len = buf.len();
-    if n >= 10 {
-        buf[len - 3] = b'0' + (n / 10) as u8;
-        buf[len - 2] = b'0' + (n % 10) as u8;
-    } else {
-        buf[len - 3] = b'0' + n as u8;
-        buf[len - 2] = b'\n';
-    }
-    let out = if n >= 10 { &buf[..] } else { &buf[..len - 1] };
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; `out` is a valid buffer.
+    // Only async-signal-safe calls here: pick a prepared message, write, _exit.
+    let msg: &[u8] = match sig {
+        libc::SIGINT => b"petrel-hvt: Exiting on signal 2\n",
+        libc::SIGTERM => b"petrel-hvt: Exiting on signal 15\n",
+        _ => b"petrel-hvt: Exiting on signal\n",
+    };
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a static buffer.
     unsafe {
-        libc::write(2, out.as_ptr().cast(), out.len());
+        libc::write(2, msg.as_ptr().cast(), msg.len());
         libc::_exit(1);
     }
 }
@@ -440,12 +581,21 @@ mod tests {
         assert_eq!(mem_size(Some(4096), &mut w).unwrap(), 4 << 30);
         assert!(mem_size(Some(4098), &mut w).is_err());
         assert!(mem_size(Some(u64::MAX), &mut w).is_err());
-        assert_eq!(warnings, ["adjusting memory to 2097152 bytes", "adjusting memory to 2097152 bytes"]);
+        assert_eq!(
+            warnings,
+            [
+                "adjusting memory to 2097152 bytes",
+                "adjusting memory to 2097152 bytes"
+            ]
+        );
     }
 
     #[test]
     fn os_error_suffix_is_stripped() {
-        assert_eq!(strip_os_error("x: No such file or directory (os error 2)"), "x: No such file or directory");
+        assert_eq!(
+            strip_os_error("x: No such file or directory (os error 2)"),
+            "x: No such file or directory"
+        );
         assert_eq!(strip_os_error("plain"), "plain");
     }
 

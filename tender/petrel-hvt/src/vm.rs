@@ -102,12 +102,17 @@ impl Vm {
         if api != KVM_API_VERSION {
             return Err(VmError::ApiVersion(api));
         }
-        for (cap, name) in [(Cap::UserMemory, "KVM_CAP_USER_MEMORY"), (Cap::GetTscKhz, "KVM_CAP_GET_TSC_KHZ")] {
+        for (cap, name) in [
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::GetTscKhz, "KVM_CAP_GET_TSC_KHZ"),
+        ] {
             if !kvm.check_extension(cap) {
                 return Err(VmError::MissingCap(name));
             }
         }
-        let vm = kvm.create_vm().map_err(|e| VmError::Ioctl("CREATE_VM", e))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| VmError::Ioctl("CREATE_VM", e))?;
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -118,18 +123,26 @@ impl Vm {
         // SAFETY: the region is our own anonymous mapping of `mem.size()` bytes, which
         // outlives the VM: `GuestMem` is created before and dropped after `Vm` by the
         // tender, and guest memory is never unmapped while the VM exists.
-        unsafe { vm.set_user_memory_region(region) }.map_err(|e| VmError::Ioctl("SET_USER_MEMORY_REGION", e))?;
-        let vcpu = vm.create_vcpu(0).map_err(|e| VmError::Ioctl("CREATE_VCPU", e))?;
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| VmError::Ioctl("SET_USER_MEMORY_REGION", e))?;
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(|e| VmError::Ioctl("CREATE_VCPU", e))?;
         let cpuid = kvm
             .get_supported_cpuid(CPUID_ENTRIES)
             .map_err(|e| VmError::Ioctl("GET_SUPPORTED_CPUID", e))?;
-        vcpu.set_cpuid2(&cpuid).map_err(|e| VmError::Ioctl("SET_CPUID2", e))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(|e| VmError::Ioctl("SET_CPUID2", e))?;
         let tsc_khz = match vcpu.get_tsc_khz() {
             Ok(khz) => khz,
             Err(e) if e.errno() == libc::EIO => return Err(VmError::UnstableTsc),
             Err(e) => return Err(VmError::Ioctl("GET_TSC_KHZ", e)),
         };
-        Ok(Vm { _vm: vm, vcpu, tsc_khz })
+        Ok(Vm {
+            _vm: vm,
+            vcpu,
+            tsc_khz,
+        })
     }
 
     /// TSC frequency in Hz, as handed to the guest in `cpu_cycle_freq`.
@@ -140,7 +153,9 @@ impl Vm {
     /// Sets the initial registers: long mode, paging on, `RIP = entry`,
     /// `RSP = mem_size - 8`, `RDI = boot info`.
     pub fn init_vcpu(&self, entry: u64, mem_size: u64) -> Result<(), VmError> {
-        self.vcpu.set_sregs(&initial_sregs()).map_err(|e| VmError::Ioctl("SET_SREGS", e))?;
+        self.vcpu
+            .set_sregs(&initial_sregs())
+            .map_err(|e| VmError::Ioctl("SET_SREGS", e))?;
         let regs = kvm_regs {
             rip: entry,
             rsp: mem_size - 8,
@@ -148,17 +163,23 @@ impl Vm {
             rflags: X86_RFLAGS_INIT,
             ..Default::default()
         };
-        self.vcpu.set_regs(&regs).map_err(|e| VmError::Ioctl("SET_REGS", e))
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|e| VmError::Ioctl("SET_REGS", e))
     }
 
     /// The vCPU's general registers (for messages and core dumps).
     pub fn regs(&self) -> Result<kvm_regs, VmError> {
-        self.vcpu.get_regs().map_err(|e| VmError::Ioctl("GET_REGS", e))
+        self.vcpu
+            .get_regs()
+            .map_err(|e| VmError::Ioctl("GET_REGS", e))
     }
 
     /// The vCPU's special registers (for core dumps).
     pub fn sregs(&self) -> Result<kvm_sregs, VmError> {
-        self.vcpu.get_sregs().map_err(|e| VmError::Ioctl("GET_SREGS", e))
+        self.vcpu
+            .get_sregs()
+            .map_err(|e| VmError::Ioctl("GET_SREGS", e))
     }
 
     /// Raw fd of the vCPU, for the seccomp filter's `ioctl` rule.
@@ -174,18 +195,30 @@ impl Vm {
                 let mut v = [0u8; 4];
                 let n = data.len().min(4);
                 v[..n].copy_from_slice(&data[..n]);
-                VmExit::IoOut { port, size: 0, value: u32::from_le_bytes(v) }
+                VmExit::IoOut {
+                    port,
+                    size: 0,
+                    value: u32::from_le_bytes(v),
+                }
             }
             Ok(VcpuExit::IoIn(port, _)) => VmExit::IoIn { port },
             Ok(VcpuExit::FailEntry(reason, _)) => VmExit::FailEntry { reason },
-            Ok(VcpuExit::InternalError) => VmExit::InternalError { suberror: self.internal_suberror() },
-            Ok(_) => VmExit::Other { reason: self.vcpu.get_kvm_run().exit_reason },
+            Ok(VcpuExit::InternalError) => VmExit::InternalError {
+                suberror: self.internal_suberror(),
+            },
+            Ok(_) => VmExit::Other {
+                reason: self.vcpu.get_kvm_run().exit_reason,
+            },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => VmExit::Interrupted,
             Err(e) if e.errno() == libc::EFAULT => VmExit::TranslationFault,
             Err(e) => return Err(VmError::Ioctl("RUN", e)),
         };
         Ok(match exit {
-            VmExit::IoOut { port, value, .. } => VmExit::IoOut { port, size: self.io_size(), value },
+            VmExit::IoOut { port, value, .. } => VmExit::IoOut {
+                port,
+                size: self.io_size(),
+                value,
+            },
             other => other,
         })
     }
@@ -219,9 +252,29 @@ fn initial_sregs() -> kvm_sregs {
         g: 1,
         ..Default::default()
     };
-    let data = kvm_segment { selector: 0x10, type_: 3, db: 1, l: 0, ..code };
-    let tr = kvm_segment { base: 0, limit: 0, selector: 0, type_: 11, present: 1, s: 0, db: 0, l: 0, g: 0, ..code };
-    let ldt = kvm_segment { unusable: 1, ..Default::default() };
+    let data = kvm_segment {
+        selector: 0x10,
+        type_: 3,
+        db: 1,
+        l: 0,
+        ..code
+    };
+    let tr = kvm_segment {
+        base: 0,
+        limit: 0,
+        selector: 0,
+        type_: 11,
+        present: 1,
+        s: 0,
+        db: 0,
+        l: 0,
+        g: 0,
+        ..code
+    };
+    let ldt = kvm_segment {
+        unusable: 1,
+        ..Default::default()
+    };
     kvm_sregs {
         cs: code,
         ds: data,
@@ -231,7 +284,11 @@ fn initial_sregs() -> kvm_sregs {
         ss: data,
         tr,
         ldt,
-        gdt: kvm_dtable { base: X86_GDT_BASE, limit: GDT_LIMIT, ..Default::default() },
+        gdt: kvm_dtable {
+            base: X86_GDT_BASE,
+            limit: GDT_LIMIT,
+            ..Default::default()
+        },
         idt: kvm_dtable::default(),
         cr0: X86_CR0_PE | X86_CR0_NE | X86_CR0_WP | X86_CR0_PG,
         cr3: X86_PML4_BASE,
@@ -252,8 +309,14 @@ mod tests {
         assert_eq!(s.cr3, 0x2000);
         assert_eq!(s.cr4, 0x620);
         assert_eq!(s.efer, 0x500);
-        assert_eq!((s.cs.selector, s.cs.type_, s.cs.l, s.cs.db, s.cs.g), (0x08, 9, 1, 0, 1));
-        assert_eq!((s.ss.selector, s.ss.type_, s.ss.l, s.ss.db), (0x10, 3, 0, 1));
+        assert_eq!(
+            (s.cs.selector, s.cs.type_, s.cs.l, s.cs.db, s.cs.g),
+            (0x08, 9, 1, 0, 1)
+        );
+        assert_eq!(
+            (s.ss.selector, s.ss.type_, s.ss.l, s.ss.db),
+            (0x10, 3, 0, 1)
+        );
         assert_eq!((s.tr.type_, s.tr.present, s.tr.selector), (11, 1, 0));
         assert_eq!(s.ldt.unusable, 1);
         assert_eq!((s.gdt.base, s.gdt.limit), (0x1000, 23));

@@ -1,0 +1,153 @@
+//! Bad input of every kind: one clear line on stderr (upstream's wording), exit 1,
+//! never a panic.
+
+mod common;
+use common::*;
+
+fn assert_clean_refusal(o: &std::process::Output, needle: &str) {
+    assert_exit(o, 1, needle);
+    let err = stderr(o);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn version_goes_to_stderr_and_exits_0() {
+    let o = run(&["--version"]);
+    assert_exit(&o, 0, "ABI version 2");
+}
+
+#[test]
+fn help_prints_usage_and_exits_1_like_upstream() {
+    let o = run(&["--help"]);
+    assert_exit(&o, 1, "--net:NAME=");
+}
+
+#[test]
+fn missing_kernel_file() {
+    let o = run(&["/nonexistent/kernel.hvt"]);
+    assert_clean_refusal(&o, "No such file or directory");
+}
+
+#[test]
+fn not_an_elf() {
+    let s = Scratch::new("notelf");
+    let f = s.0.join("junk.hvt");
+    std::fs::write(&f, b"this is not an ELF file at all, just text").unwrap();
+    let o = run(&[f.to_str().unwrap()]);
+    assert_clean_refusal(&o, "invalid or unsupported executable");
+}
+
+#[test]
+fn a_host_program_is_not_a_unikernel() {
+    let o = run(&["/bin/true"]);
+    assert_exit(&o, 1, "");
+}
+
+#[test]
+fn undeclared_device() {
+    let o = run_guest("hello", &["--net:service0=tap0"], &[]);
+    assert_clean_refusal(&o, "Resource not declared in manifest: 'service0'");
+    assert!(
+        stderr(&o).contains("Invalid option: `--net:service0=tap0'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn declared_device_not_attached() {
+    let o = run_guest("blk", &["--mem=2"], &[]);
+    assert_clean_refusal(
+        &o,
+        "Device 'storage' of type BLOCK_BASIC declared but not attached.",
+    );
+    assert!(stderr(&o).contains("All declared devices must be attached. See --help for syntax."));
+}
+
+#[test]
+fn unknown_option() {
+    let o = run_guest("hello", &["--frobnicate"], &[]);
+    assert_clean_refusal(&o, "Invalid option: `--frobnicate'");
+}
+
+#[test]
+fn bad_memory_sizes() {
+    assert_clean_refusal(
+        &run_guest("hello", &["--mem=0"], &[]),
+        "Malformed argument to --mem",
+    );
+    assert_clean_refusal(
+        &run_guest("hello", &["--mem=abc"], &[]),
+        "Malformed argument to --mem",
+    );
+    assert_clean_refusal(
+        &run_guest("hello", &["--mem=8192"], &[]),
+        "exceeds the max size",
+    );
+    let o = run_guest("hello", &["--mem=3"], &[]);
+    assert_exit(&o, 0, "adjusting memory to 2097152 bytes");
+}
+
+#[test]
+fn command_line_too_long() {
+    let long = "x".repeat(8192);
+    let o = run_guest("hello", &["--mem=2"], &[&long]);
+    assert_clean_refusal(&o, "Guest command line too long (max=8191 characters)");
+    let fits = "x".repeat(8191);
+    assert_eq!(code(&run_guest("hello", &["--mem=2"], &[&fits])), 0);
+}
+
+#[test]
+fn block_file_problems() {
+    let s = Scratch::new("blkbad");
+    let odd = s.file("odd", 1000);
+    assert_clean_refusal(
+        &run_guest("blk", &["--mem=2", &format!("--block:storage={odd}")], &[]),
+        "storage: Backing storage size must be block aligned (512 bytes)",
+    );
+    let empty = s.file("empty", 0);
+    assert_clean_refusal(
+        &run_guest(
+            "blk",
+            &["--mem=2", &format!("--block:storage={empty}")],
+            &[],
+        ),
+        "storage: Backing storage must be at least 1 block (512 bytes) in size",
+    );
+    assert_clean_refusal(
+        &run_guest(
+            "blk",
+            &["--mem=2", "--block:storage=/nonexistent/disk"],
+            &[],
+        ),
+        "Could not open block device",
+    );
+    let ok = s.file("ok", 4096);
+    assert_clean_refusal(
+        &run_guest(
+            "blk",
+            &[
+                "--mem=2",
+                &format!("--block:storage={ok}"),
+                "--block-sector-size:storage=1000",
+            ],
+            &[],
+        ),
+        "Block size must be a multiple of 2 greater than or equal 512",
+    );
+}
+
+#[test]
+fn missing_tap() {
+    let o = run_guest("hello", &["--mem=2"], &[]);
+    assert_eq!(code(&o), 0);
+}
+
+#[test]
+fn running_a_unikernel_directly_fails_cleanly() {
+    // The fake interpreter makes the host refuse to execute guest code (exit 127).
+    let st = std::process::Command::new(guest("hello"))
+        .status()
+        .expect("spawn");
+    assert_eq!(st.code(), Some(127));
+}
