@@ -7,7 +7,9 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 
 export TZ := UTC
 export LC_ALL := C
 export CARGO_TERM_COLOR ?= never
-REMAP := --remap-path-prefix=$(CURDIR)=/petrel --remap-path-prefix=$(HOME)=/home
+# Cargo passes workspace sources to rustc as relative paths, so binaries carry no
+# checkout path. Do not set RUSTFLAGS here: it would replace (not join) the rustflags of
+# each workspace's .cargo/config.toml, where the guests' linker script lives.
 HOST_TARGET := x86_64-unknown-linux-musl
 GUEST_TARGET := x86_64-unknown-none
 GUEST_OUT := $(CURDIR)/target/guests
@@ -27,10 +29,10 @@ deps:
 build: tender guests
 
 tender:
-	RUSTFLAGS="$(REMAP)" cargo build --release --locked --target $(HOST_TARGET) --bins
+	cargo build --release --locked --bins
 
 guests:
-	cd guest && RUSTFLAGS="$(REMAP)" cargo build --release --locked
+	cd guest && cargo build --release --locked
 	@mkdir -p $(GUEST_OUT)
 	@for f in guest/target/$(GUEST_TARGET)/release/*; do \
 	  [ -f "$$f" ] && [ -x "$$f" ] || continue; \
