@@ -111,3 +111,33 @@ fn misbehaving_guests_end_with_exit_1_and_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn aborting_guest_leaves_a_core_file() {
+    let s = Scratch::new("core");
+    let dir = s.0.to_str().unwrap().to_string();
+    let o = run_guest("trap", &["--mem=2", &format!("--dumpcore={dir}")], &[]);
+    assert_exit(&o, 255, "dumpcore: dumping guest core to: ");
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("dumping guest core to: "))
+        .unwrap();
+    let path = line.rsplit("to: ").next().unwrap();
+    assert!(
+        path.starts_with(&dir) && path.contains("/core.solo5-hvt."),
+        "{line}"
+    );
+    let core = std::fs::read(path).expect("core file exists");
+    assert_eq!(&core[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([core[16], core[17]]), 4, "ET_CORE");
+    // The core covers all guest memory (2 MiB) after its headers, sparsely.
+    assert!(core.len() >= 2 << 20, "core is {} bytes", core.len());
+}
+
+#[test]
+fn dumpcore_directory_is_checked_before_the_guest_runs() {
+    let o = run_guest("hello", &["--mem=2", "--dumpcore=/nonexistent/dir"], &[]);
+    assert_exit(&o, 1, "dumpcore: cannot open dir");
+    assert!(!stdout(&o).contains("Hello"), "the guest must not have run");
+}
