@@ -51,6 +51,7 @@ unsafe extern "Rust" {
 #[derive(Clone, Copy, Debug)]
 pub struct StartInfo {
     cmdline: &'static str,
+    mem_size: u64,
     heap_start: u64,
     heap_size: u64,
 }
@@ -65,6 +66,11 @@ impl StartInfo {
     /// The command line split at whitespace.
     pub fn args(&self) -> core::str::SplitAsciiWhitespace<'static> {
         self.cmdline.split_ascii_whitespace()
+    }
+
+    /// Guest memory size in bytes (`HvtBootInfo::mem_size`); the stack starts at its top.
+    pub fn mem_size(&self) -> u64 {
+        self.mem_size
     }
 
     /// First address of free memory (page-aligned end of the image). Memory from here
@@ -172,6 +178,7 @@ unsafe extern "C" fn _start(boot_info: *const HvtBootInfo) -> ! {
     let heap_start = image_end().next_multiple_of(4096);
     let si = StartInfo {
         cmdline: utf8_prefix(cmdline),
+        mem_size: bi.mem_size,
         heap_start,
         heap_size: bi.mem_size.saturating_sub(heap_start),
     };
