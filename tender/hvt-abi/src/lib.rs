@@ -14,7 +14,40 @@
 //! - [`mft`]: the device manifest: validation, device lookup, and the host-modified copy
 //!   the tender hands to the guest.
 //!
-//! Panic contract: no function in this crate panics on any input bytes.
+//! Panic contract: no function in this crate panics on any input bytes
+//! ([`fuzz_check`], the fuzzing harness, excepted: it asserts invariants).
+//!
+//! The tender's use, in `solo5-hvt`'s order (device options are handled between the
+//! manifest and the load, against the manifest). Every error's `Display` is upstream's
+//! text after its `"<file>: "` prefix:
+//!
+//! ```
+//! use hvt_abi::elf::Elf;
+//! use hvt_abi::mft::Manifest;
+//! use hvt_abi::note::check_hvt_abi;
+//!
+//! fn prepare(path: &str, file: &[u8], mem_size: u64) -> Result<u64, String> {
+//!     let refuse = |e: &dyn core::fmt::Display| format!("{path}: {e}");
+//!     let elf = Elf::parse(file).map_err(|e| refuse(&e))?;
+//!     check_hvt_abi(&elf.abi_info().map_err(|e| refuse(&e))?).map_err(|e| refuse(&e))?;
+//!     let manifest = Manifest::parse(elf.manifest_note().map_err(|e| refuse(&e))?)
+//!         .map_err(|e| refuse(&e))?;
+//!     // ... attach devices named on the command line ...
+//!     let plan = elf.load_plan(mem_size).map_err(|e| refuse(&e))?;
+//!     for segment in elf.segments(mem_size) {
+//!         let segment = segment.map_err(|e| refuse(&e))?;
+//!         let _bytes = elf.segment_data(&segment); // copy to segment.vaddr, then
+//!         let _range = segment.protect_range(); // protect with segment.prot
+//!     }
+//!     let _ = manifest;
+//!     Ok(plan.kernel_end)
+//! }
+//!
+//! assert_eq!(
+//!     prepare("k.hvt", b"\x7fELF", 512 << 20).unwrap_err(),
+//!     "k.hvt: invalid executable: elf header does not match the expected size (4 != 64)"
+//! );
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -83,6 +116,12 @@ fn fuzz_manifest(mft_bytes: &[u8]) {
         };
         assert!(attached, "attaching device {handle}");
     }
+    for (_, kind) in mft.unattached() {
+        assert!(
+            matches!(kind, mft::DeviceKind::Other(_)),
+            "{kind} left unattached"
+        );
+    }
     let Ok(len) = mft.write_to(&mut out) else {
         panic!("manifest does not fit its own size");
     };
@@ -92,9 +131,20 @@ fn fuzz_manifest(mft_bytes: &[u8]) {
     };
     assert_eq!(view.len(), mft.len(), "view length");
     for (handle, name, kind) in mft.devices() {
-        if let Some((found, entry)) = view.find_kind(name, kind) {
+        // A name that is not all UTF-8 is shortened to its valid prefix, which may be
+        // another entry's name; only whole names must be found at or before their entry.
+        let whole = mft
+            .get(handle)
+            .is_some_and(|e| e.name_bytes() == name.as_bytes());
+        let found = view.find_kind(name, kind);
+        if whole {
+            let Some((found, entry)) = found else {
+                panic!("view does not find device {handle}");
+            };
             assert!(found <= handle, "view finds a later entry");
             assert_eq!(entry.kind(), kind, "view kind");
+            let attachable = matches!(kind, mft::DeviceKind::Block | mft::DeviceKind::Net);
+            assert_eq!(entry.attached(), attachable, "view: attached flag");
         }
     }
 }
