@@ -366,7 +366,7 @@ mod tests {
         }
         // SAFETY: the symbol labels the NOTE_SIZE bytes `manifest!` emitted above, in a
         // read-only section that nothing writes.
-        let note: &[u8; NOTE_SIZE] = unsafe { &*(&raw const __solo5_mft1_note) };
+        let note: &[u8; NOTE_SIZE] = unsafe { &__solo5_mft1_note };
         let word = |at: usize| u32::from_le_bytes(note[at..at + 4].try_into().unwrap());
         assert_eq!(word(0), 6);
         assert_eq!(word(4), 12 + 3 * 104);
@@ -389,6 +389,14 @@ mod tests {
                 .chain(&entry(2)[72..])
                 .all(|&b| b == 0)
         );
+
+        // And the tender's side of the ABI accepts it: the descriptor starts at 24.
+        let mft = hvt_abi::mft::Manifest::parse(&note[24..]).unwrap();
+        assert_eq!(mft.len(), 3);
+        let net = hvt_abi::mft::DeviceKind::from_raw(MFT_DEV_NET_BASIC);
+        let blk = hvt_abi::mft::DeviceKind::from_raw(MFT_DEV_BLOCK_BASIC);
+        assert_eq!(mft.find_kind("service0", net), Some(1));
+        assert_eq!(mft.find_kind("storage", blk), Some(2));
     }
 
     #[test]
