@@ -102,10 +102,13 @@ pub fn exit(status: i32) -> ! {
 }
 
 /// Aborts the guest with status 255 (`SOLO5_EXIT_ABORT`), printing
-/// `Solo5: ABORT: <file>:<line>: abort() called` like Solo5's `PANIC()`.
-#[track_caller]
+/// `Solo5: solo5_abort() called` at info level, like Solo5's `solo5_abort()`.
 pub fn abort() -> ! {
-    abort_msg("abort() called")
+    console::log(
+        console::LogLevel::Info,
+        format_args!("Solo5: solo5_abort() called\n"),
+    );
+    hypercall::halt(SOLO5_EXIT_ABORT, None)
 }
 
 /// Aborts the guest with status 255, printing `Solo5: ABORT: <file>:<line>: <msg>`.

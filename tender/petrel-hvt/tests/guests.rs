@@ -25,7 +25,18 @@ fn exit_status_is_masked_like_solo5() {
 fn abort_exits_255_with_message() {
     let o = run_guest("abort", &["--mem=2"], &[]);
     assert_eq!(code(&o), 255, "{}", stderr(&o));
-    assert!(stdout(&o).contains("Solo5: ABORT"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("Solo5: solo5_abort() called"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run_guest("abort", &["--mem=2"], &["panic"]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Solo5: ABORT: ") && stdout(&o).contains("asked to panic"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Aborts: status 255 and a `Solo5: ABORT: ...` line.
+//! Aborts: status 255. With no argument it calls `abort()` (`Solo5: solo5_abort()
+//! called`, as Solo5's `solo5_abort`); with `panic` it panics (`Solo5: ABORT: ...`, as
+//! Solo5's `PANIC`/`assert`).
 #![no_std]
 #![no_main]
 
@@ -7,6 +9,9 @@ use petrel_guest::StartInfo;
 petrel_guest::manifest! {}
 petrel_guest::entry!(main);
 
-fn main(_: &StartInfo) -> i32 {
+fn main(si: &StartInfo) -> i32 {
+    if si.cmdline() == "panic" {
+        panic!("asked to panic");
+    }
     petrel_guest::abort()
 }
