@@ -163,31 +163,68 @@ impl CliError {
     }
 }
 
+/// Pass 1 of the command line: where the options end and where KERNEL is, or
+/// `--help`/`--version` if one of them comes before KERNEL.
+enum Pass1 {
+    Early(Parsed),
+    Run {
+        options_end: usize,
+        kernel_index: Option<usize>,
+    },
+}
+
+fn pass1(args: &[OsString]) -> Pass1 {
+    for (i, arg) in args.iter().enumerate() {
+        let bytes = arg.as_bytes();
+        if !bytes.starts_with(b"-") {
+            return Pass1::Run {
+                options_end: i,
+                kernel_index: Some(i),
+            };
+        }
+        match bytes {
+            b"--" => {
+                let kernel_index = (i + 1 < args.len()).then_some(i + 1);
+                return Pass1::Run {
+                    options_end: i,
+                    kernel_index,
+                };
+            }
+            b"--help" => return Pass1::Early(Parsed::Help),
+            b"--version" => return Pass1::Early(Parsed::Version),
+            _ => {}
+        }
+    }
+    Pass1::Run {
+        options_end: args.len(),
+        kernel_index: None,
+    }
+}
+
+/// The KERNEL operand, found as pass 1 finds it, even when an option is malformed.
+/// Upstream loads the unikernel's notes between its two passes, so a broken unikernel
+/// is reported before a broken option; the tender uses this to do the same.
+pub fn find_kernel(args: &[OsString]) -> Option<PathBuf> {
+    match pass1(args) {
+        Pass1::Run {
+            kernel_index: Some(i),
+            ..
+        } => args.get(i).map(PathBuf::from),
+        _ => None,
+    }
+}
+
 /// Parses the arguments that follow `argv[0]`.
 pub fn parse<I: IntoIterator<Item = OsString>>(args_without_argv0: I) -> Result<Parsed, CliError> {
     let args: Vec<OsString> = args_without_argv0.into_iter().collect();
 
-    // Pass 1: where are the options, where is KERNEL, and is this --help or --version?
-    let mut options_end = args.len();
-    let mut kernel_index = None;
-    for (i, arg) in args.iter().enumerate() {
-        let bytes = arg.as_bytes();
-        if !bytes.starts_with(b"-") {
-            options_end = i;
-            kernel_index = Some(i);
-            break;
-        }
-        match bytes {
-            b"--" => {
-                options_end = i;
-                kernel_index = (i + 1 < args.len()).then_some(i + 1);
-                break;
-            }
-            b"--help" => return Ok(Parsed::Help),
-            b"--version" => return Ok(Parsed::Version),
-            _ => {}
-        }
-    }
+    let (options_end, kernel_index) = match pass1(&args) {
+        Pass1::Early(p) => return Ok(p),
+        Pass1::Run {
+            options_end,
+            kernel_index,
+        } => (options_end, kernel_index),
+    };
     let kernel_index = kernel_index.ok_or(CliError::MissingKernel)?;
 
     // Pass 2: the options, in order.

@@ -199,17 +199,27 @@ fn invalid(arg: &str, why: String) -> Refusal {
     }
 }
 
-/// Everything up to the first `KVM_RUN`. Warnings go to `warn` as they happen.
-pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, Refusal> {
-    let kpath = opts.kernel.display().to_string();
-    let file = read_kernel(&opts.kernel)?;
-    let elf = Elf::parse(&file).map_err(|e| Refusal::line(format!("{kpath}: {kpath}: {e}")))?;
+/// Reads a unikernel and checks its header and notes, in upstream's order: ELF
+/// header, ABI1 note (target and version), MFT1 note, manifest. Returns the file and
+/// its manifest.
+pub fn load_unikernel(path: &Path) -> Result<(Vec<u8>, Manifest), Refusal> {
+    let kpath = path.display().to_string();
+    let file = read_kernel(path)?;
+    let elf = Elf::parse(&file).map_err(|e| Refusal::line(format!("{kpath}: {e}")))?;
     let prefixed = |e: &dyn std::fmt::Display| Refusal::line(format!("{kpath}: {e}"));
     let abi = elf.abi_info().map_err(|e| prefixed(&e))?;
     check_hvt_abi(&abi).map_err(|e| prefixed(&e))?;
     let mft_bytes = elf.manifest_note().map_err(|e| prefixed(&e))?;
-    let mut mft = Manifest::parse(mft_bytes)
+    let mft = Manifest::parse(mft_bytes)
         .map_err(|_| Refusal::line(format!("{kpath}: Solo5 manifest is invalid")))?;
+    Ok((file, mft))
+}
+
+/// Everything up to the first `KVM_RUN`. Warnings go to `warn` as they happen.
+pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, Refusal> {
+    let kpath = opts.kernel.display().to_string();
+    let (file, mut mft) = load_unikernel(&opts.kernel)?;
+    let elf = Elf::parse(&file).map_err(|e| Refusal::line(format!("{kpath}: {e}")))?;
 
     // Pass 2: device options against the manifest.
     let mut pending: Vec<Pending> = (0..mft.len()).map(|_| Pending::default()).collect();
@@ -263,11 +273,11 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
     // Load the ELF: copy, then protect on the host side.
     let plan = elf
         .load_plan(mem_size)
-        .map_err(|e| Refusal::line(format!("{kpath}: {kpath}: {e}")))?;
+        .map_err(|e| Refusal::line(format!("{kpath}: {e}")))?;
     {
         let bytes = mem.bytes_mut();
         for seg in elf.segments(mem_size) {
-            let seg = seg.map_err(|e| Refusal::line(format!("{kpath}: {kpath}: {e}")))?;
+            let seg = seg.map_err(|e| Refusal::line(format!("{kpath}: {e}")))?;
             let data = elf.segment_data(&seg);
             let r = seg.file_range();
             let (start, end) = (
@@ -373,6 +383,15 @@ impl Tender {
 
     /// Runs the guest until it halts or faults.
     pub fn run(&mut self) -> RunEnd {
+        // From here on only the system calls in `seccomp::table` work (irreversible).
+        let fds = crate::seccomp::SeccompFds::new(self.vm.vcpu_fd(), &self.hypercalls.fds());
+        let dump_mem = self
+            .dumpcore
+            .as_ref()
+            .map(|_| (self.mem.host_base(), self.mem.size()));
+        if let Err(e) = crate::seccomp::install(&fds, dump_mem) {
+            return RunEnd::Fault(error_chain(&e));
+        }
         loop {
             let exit = match self.vm.run() {
                 Ok(e) => e,
@@ -515,6 +534,7 @@ fn install_signal_handlers() {
 /// printing every message on stderr as `petrel-hvt: …`.
 pub fn main_with_args(args: Vec<OsString>) -> i32 {
     let prog = "petrel-hvt";
+    let kernel = cli::find_kernel(&args);
     let opts = match cli::parse(args) {
         Ok(cli::Parsed::Help) => {
             eprint!("{}", cli::usage(prog));
@@ -526,6 +546,16 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         }
         Ok(cli::Parsed::Run(o)) => o,
         Err(e) => {
+            // Upstream checks the unikernel's notes before the options.
+            if let Some(Err(r)) = kernel
+                .filter(|_| e != cli::CliError::MissingKernel)
+                .map(|k| load_unikernel(&k))
+            {
+                for l in &r.lines {
+                    eprintln!("{prog}: {l}");
+                }
+                return 1;
+            }
             if let Some(w) = e.warning() {
                 eprintln!("{prog}: {w}");
             }
