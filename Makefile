@@ -54,7 +54,7 @@ clippy:
 
 unit:
 	PETREL_GUESTS=$(GUEST_OUT) cargo test --release --locked
-	cd guest && cargo test --locked -p petrel-guest --target x86_64-unknown-linux-gnu
+	cd guest && cargo test --locked -p petrel-guest -p petrel-net-example --target x86_64-unknown-linux-gnu
 
 test:
 	@$(STAGE) deps scripts/deps
