@@ -1,0 +1,2 @@
+//! Builds the Petrel firmware reproducibly: initramfs, UKI, GPT disk image; provisions devices
+fn main() {}

@@ -1,0 +1,2 @@
+//! DHCPv4 and SNTP clients, run by petrel-init as child processes
+#![forbid(unsafe_code)]
