@@ -1,0 +1,2 @@
+//! `petrel-init`: the image's `/init`.
+fn main() {}
