@@ -54,7 +54,7 @@ impl<E: std::error::Error> From<E> for Refusal {
 
 /// An error and its sources as one line (`a: b: c`), each cause said once.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+    let mut s = strip_os_error(&e.to_string());
     let mut src = e.source();
     while let Some(c) = src {
         let t = strip_os_error(&c.to_string());
@@ -109,7 +109,7 @@ pub struct Tender {
 fn read_kernel(path: &Path) -> Result<Vec<u8>, Refusal> {
     let fail = |e: std::io::Error| {
         Refusal::line(format!(
-            "{}: {}",
+            "{}: Could not open: {}",
             path.display(),
             strip_os_error(&e.to_string())
         ))
@@ -236,7 +236,8 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
         };
         match &d.kind {
             DeviceOptKind::Block(path) => {
-                p.block = Some(BlockDev::open(path).map_err(|e| invalid(&d.arg, error_chain(&e)))?)
+                // Upstream exits at once here, without the usage.
+                p.block = Some(BlockDev::open(path).map_err(|e| Refusal::line(error_chain(&e)))?)
             }
             DeviceOptKind::BlockSectorSize(n) => {
                 p.block_size = Some(
@@ -617,6 +618,18 @@ mod tests {
                 "adjusting memory to 2097152 bytes",
                 "adjusting memory to 2097152 bytes"
             ]
+        );
+    }
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let e = crate::devices::TapError {
+            iface: "tap9".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "Could not attach interface: tap9: No such file or directory"
         );
     }
 

@@ -25,7 +25,10 @@ fn help_prints_usage_and_exits_1_like_upstream() {
 #[test]
 fn missing_kernel_file() {
     let o = run(&["/nonexistent/kernel.hvt"]);
-    assert_clean_refusal(&o, "No such file or directory");
+    assert_clean_refusal(
+        &o,
+        "/nonexistent/kernel.hvt: Could not open: No such file or directory",
+    );
 }
 
 #[test]
@@ -117,14 +120,17 @@ fn block_file_problems() {
         ),
         "storage: Backing storage must be at least 1 block (512 bytes) in size",
     );
-    assert_clean_refusal(
-        &run_guest(
-            "blk",
-            &["--mem=2", "--block:storage=/nonexistent/disk"],
-            &[],
-        ),
-        "Could not open block device",
+    let o = run_guest(
+        "blk",
+        &["--mem=2", "--block:storage=/nonexistent/disk"],
+        &[],
     );
+    // One line, as upstream: no usage, no Rust error decoration.
+    assert_clean_refusal(
+        &o,
+        "petrel-hvt: Could not open block device: /nonexistent/disk: No such file or directory\n",
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     let ok = s.file("ok", 4096);
     assert_clean_refusal(
         &run_guest(
@@ -148,4 +154,19 @@ fn running_a_unikernel_directly_fails_cleanly() {
         .status()
         .expect_err("a unikernel must not execute on the host");
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn missing_tap_is_named_once_with_strerror() {
+    let o = run_guest("net", &["--net:service0=petrelnotap9"], &[]);
+    assert_clean_refusal(
+        &o,
+        "petrel-hvt: Could not attach interface: petrelnotap9: No such file or directory\n",
+    );
+    assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Invalid option: `--net:service0=petrelnotap9'"),
+        "{}",
+        stderr(&o)
+    );
 }
