@@ -102,6 +102,8 @@ pub struct Tender {
     mem: GuestMem,
     hypercalls: Hypercalls,
     dumpcore: Option<PathBuf>,
+    /// Our pid, read before the seccomp filter (which has no `getpid`) for core names.
+    pid: u32,
     /// Warnings printed during setup (e.g. memory rounding), already shown.
     pub boot_info: HvtBootInfo,
 }
@@ -372,6 +374,7 @@ pub fn prepare(opts: &Options, warn: &mut dyn FnMut(String)) -> Result<Tender, R
         mem,
         hypercalls,
         dumpcore: opts.dumpcore.clone(),
+        pid: std::process::id(),
         boot_info,
     })
 }
@@ -456,7 +459,7 @@ impl Tender {
         let Some(dir) = self.dumpcore.clone() else {
             return;
         };
-        let pid = std::process::id();
+        let pid = self.pid;
         let path = dumpcore::core_path(&dir, pid);
         eprintln!(
             "petrel-hvt: dumpcore: dumping guest core to: {}",
