@@ -1,0 +1,300 @@
+//! Kernel modules: the index (`index`), the load order (`plan`), the modalias matcher
+//! (`glob`) — all pure — and the [`Loader`], which does the `finit_module` calls and the
+//! sysfs walk of the coldplug.
+//!
+//! Errors a module load may expectedly meet are not failures: EEXIST (already loaded or
+//! built in), and ENODEV/ENXIO/EOPNOTSUPP/EBUSY (the hardware is not there, e.g. the
+//! other vendor's KVM or `crc32c_intel` under TCG). Each module is tried once per boot.
+
+pub mod glob;
+pub mod index;
+pub mod plan;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use index::ModuleIndex;
+
+/// Where module trees live.
+pub const MODULES_DIR: &str = "/lib/modules";
+/// The index file name inside `/lib/modules/KVER`.
+pub const INDEX_FILE: &str = "petrel.modules";
+/// Coldplug rounds before giving up on convergence.
+const COLDPLUG_MAX_ROUNDS: usize = 16;
+/// How deep the sysfs walk goes.
+const SYSFS_MAX_DEPTH: usize = 48;
+
+/// Outcome of one `finit_module`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadResult {
+    /// Loaded now.
+    Loaded,
+    /// Was there already (EEXIST).
+    AlreadyLoaded,
+    /// The hardware is not there (ENODEV, ENXIO, EOPNOTSUPP, EBUSY) or the module is the
+    /// other CPU vendor's.
+    NotApplicable(String),
+    /// Anything else.
+    Failed(String),
+}
+
+/// Classifies a load error by errno.
+pub fn classify(err: &std::io::Error) -> LoadResult {
+    match err.raw_os_error() {
+        Some(libc::EEXIST) => LoadResult::AlreadyLoaded,
+        Some(libc::ENODEV | libc::ENXIO | libc::EOPNOTSUPP | libc::EBUSY) => {
+            LoadResult::NotApplicable(err.to_string())
+        }
+        _ => LoadResult::Failed(err.to_string()),
+    }
+}
+
+/// Counters for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Loaded by us.
+    pub loaded: usize,
+    /// Already there.
+    pub present: usize,
+    /// Hardware absent.
+    pub not_applicable: usize,
+    /// Real failures.
+    pub failed: usize,
+}
+
+/// Loads modules from one kernel's tree.
+pub struct Loader {
+    root: PathBuf,
+    index: ModuleIndex,
+    tried: BTreeSet<String>,
+    loaded: BTreeSet<String>,
+    seen_modaliases: BTreeSet<String>,
+    cpu_vendor: String,
+    /// What happened so far.
+    pub stats: Stats,
+}
+
+impl Loader {
+    /// Reads `/lib/modules/<release>/petrel.modules`.
+    pub fn open(release: &str, cpu_vendor: &str) -> Result<Loader, String> {
+        let root = Path::new(MODULES_DIR).join(release);
+        let path = root.join(INDEX_FILE);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let parsed = ModuleIndex::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        for w in &parsed.warnings {
+            crate::warn!("modules: {INDEX_FILE}: {w}");
+        }
+        if parsed.index.kernel != release {
+            crate::warn!(
+                "modules: index is for kernel {:?}, running {release}",
+                parsed.index.kernel
+            );
+        }
+        Ok(Loader::new(root, parsed.index, cpu_vendor))
+    }
+
+    /// A loader over an index already parsed.
+    pub fn new(root: PathBuf, index: ModuleIndex, cpu_vendor: &str) -> Loader {
+        Loader {
+            root,
+            index,
+            tried: BTreeSet::new(),
+            loaded: BTreeSet::new(),
+            seen_modaliases: BTreeSet::new(),
+            cpu_vendor: cpu_vendor.to_owned(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether `name` is loaded (by us, or found present).
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.loaded.contains(name)
+    }
+
+    /// Loads `requested` (names or aliases) with their dependencies; returns how many
+    /// modules were newly loaded.
+    pub fn load(&mut self, requested: &[&str]) -> usize {
+        let plan = plan::plan(&self.index, requested, &self.tried);
+        for w in &plan.warnings {
+            crate::debug!("modules: {w}");
+        }
+        let mut n = 0;
+        for name in plan.order {
+            self.tried.insert(name.clone());
+            let result = self.load_one(&name);
+            match &result {
+                LoadResult::Loaded => {
+                    n += 1;
+                    self.stats.loaded += 1;
+                    self.loaded.insert(name.clone());
+                    crate::debug!("modules: {name} loaded");
+                }
+                LoadResult::AlreadyLoaded => {
+                    self.stats.present += 1;
+                    self.loaded.insert(name.clone());
+                }
+                LoadResult::NotApplicable(why) => {
+                    self.stats.not_applicable += 1;
+                    crate::debug!("modules: {name}: {why} (no such hardware)");
+                }
+                LoadResult::Failed(why) => {
+                    self.stats.failed += 1;
+                    crate::warn!("modules: {name}: {why}");
+                }
+            }
+        }
+        n
+    }
+
+    fn load_one(&self, name: &str) -> LoadResult {
+        if plan::wrong_kvm_vendor(name, &self.cpu_vendor) {
+            return LoadResult::NotApplicable(format!("CPU vendor is {}", self.cpu_vendor));
+        }
+        let Some(info) = self.index.modules.get(name) else {
+            return LoadResult::Failed("not in the index".into());
+        };
+        let path = self.root.join(&info.path);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return LoadResult::Failed(format!("{}: {e}", path.display())),
+        };
+        match rustix::system::finit_module(&file, c"", 0) {
+            Ok(()) => LoadResult::Loaded,
+            Err(e) => classify(&std::io::Error::from(e)),
+        }
+    }
+
+    /// Loads what the modalias `text` asks for; returns how many modules were newly
+    /// loaded.
+    pub fn load_for_modalias(&mut self, text: &str) -> usize {
+        let wanted: Vec<String> = self
+            .index
+            .lookup(text)
+            .into_iter()
+            .filter(|m| !self.tried.contains(*m))
+            .map(str::to_owned)
+            .collect();
+        if wanted.is_empty() {
+            return 0;
+        }
+        let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        self.load(&refs)
+    }
+
+    /// Coldplug: matches every `modalias` under `/sys/devices` and loads what matches,
+    /// again and again until a round loads nothing (drivers create new devices).
+    pub fn coldplug(&mut self, sys_devices: &Path) -> usize {
+        let mut total = 0;
+        for round in 1..=COLDPLUG_MAX_ROUNDS {
+            let fresh: Vec<String> = scan_modaliases(sys_devices)
+                .into_iter()
+                .filter(|m| self.seen_modaliases.insert(m.clone()))
+                .collect();
+            let mut n = 0;
+            for m in &fresh {
+                n += self.load_for_modalias(m);
+            }
+            crate::debug!(
+                "modules: coldplug round {round}: {} new devices, {n} modules",
+                fresh.len()
+            );
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        total
+    }
+
+    /// Loads the index's always-needed set.
+    pub fn load_always(&mut self) -> usize {
+        let always = self.index.always.clone();
+        let refs: Vec<&str> = always.iter().map(String::as_str).collect();
+        self.load(&refs)
+    }
+}
+
+/// Every distinct `modalias` value under `dir` (symlinks not followed).
+pub fn scan_modaliases(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < SYSFS_MAX_DEPTH {
+                stack.push((e.path(), depth + 1));
+            } else if ft.is_file() && e.file_name() == "modalias" {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    let t = text.trim();
+                    if !t.is_empty() {
+                        out.insert(t.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loads modules at boot: coldplug, then the always-needed set, then coldplug again
+/// for what those created. Logs the summary and the time taken.
+pub fn boot_load(loader: &mut Loader) {
+    let start = Instant::now();
+    let mut n = loader.coldplug(Path::new("/sys/devices"));
+    n += loader.load_always();
+    n += loader.coldplug(Path::new("/sys/devices"));
+    let s = &loader.stats;
+    crate::info!(
+        "modules: {n} loaded, {} not applicable, {} failed, in {} ms",
+        s.not_applicable,
+        s.failed,
+        start.elapsed().as_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_classes() {
+        let e = |n| std::io::Error::from_raw_os_error(n);
+        assert_eq!(classify(&e(libc::EEXIST)), LoadResult::AlreadyLoaded);
+        assert!(matches!(
+            classify(&e(libc::ENODEV)),
+            LoadResult::NotApplicable(_)
+        ));
+        assert!(matches!(
+            classify(&e(libc::EOPNOTSUPP)),
+            LoadResult::NotApplicable(_)
+        ));
+        assert!(matches!(classify(&e(libc::ENOENT)), LoadResult::Failed(_)));
+        assert!(matches!(classify(&e(libc::ENOEXEC)), LoadResult::Failed(_)));
+    }
+
+    #[test]
+    fn scans_a_fake_sysfs() {
+        let dir = std::env::temp_dir().join(format!("petrel-init-sysfs-{}", std::process::id()));
+        let dev = dir.join("pci0000:00/0000:00:03.0/virtio0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(
+            dir.join("pci0000:00/0000:00:03.0/modalias"),
+            "pci:v00001AF4d00001000\n",
+        )
+        .unwrap();
+        std::fs::write(dev.join("modalias"), "virtio:d00000001v00001AF4\n").unwrap();
+        std::fs::write(dir.join("pci0000:00/modalias"), "\n").unwrap();
+        std::os::unix::fs::symlink(&dir, dev.join("loop")).unwrap();
+        let found = scan_modaliases(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            ["pci:v00001AF4d00001000", "virtio:d00000001v00001AF4"]
+        );
+    }
+}
