@@ -1,2 +1,0 @@
-//! DHCPv4 and SNTP clients, run by petrel-init as child processes
-fn main() {}
