@@ -15,12 +15,13 @@ GUEST_TARGET := x86_64-unknown-none
 GUEST_OUT := $(CURDIR)/target/guests
 STAGE := $(CURDIR)/scripts/stage
 
-.PHONY: help deps build tender guests test fmt fmt-check clippy unit bench fuzz-replay clean
+.PHONY: help deps build tender guests image test fmt fmt-check clippy unit bench fuzz-replay clean
 
 help:
 	@echo "make deps    install what a fresh machine lacks (rustup targets, Debian packages)"
 	@echo "make build   build petrel-hvt (static musl) and every example unikernel"
 	@echo "make test    deps, build, fmt check, clippy -D warnings, all tests (timed stages)"
+	@echo "make image   the boot artifacts in build/image (IMAGE_VERSION=... to name them)"
 	@echo "make bench   benchmarks (set HVT_BASELINE=/path/to/solo5-hvt for side-by-side ratios)"
 
 deps:
@@ -39,6 +40,13 @@ guests:
 	  cp "$$f" "$(GUEST_OUT)/$$(basename "$$f").hvt"; \
 	done
 	@echo "guests in $(GUEST_OUT): $$(ls $(GUEST_OUT) | tr '\n' ' ')"
+
+# The firmware: the static musl binaries, then petrel-image (kernel and systemd's stub
+# from the Debian packages pinned in image/inputs.lock, downloaded into build/inputs/ and
+# verified by sha256). Relative paths only: nothing of this checkout's location is recorded.
+IMAGE_VERSION ?=
+image: tender
+	target/$(HOST_TARGET)/release/petrel-image build --out build/image $(if $(IMAGE_VERSION),--version $(IMAGE_VERSION))
 
 fmt:
 	cargo fmt --all
