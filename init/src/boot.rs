@@ -130,23 +130,60 @@ pub fn kernel_release() -> String {
         .into_owned()
 }
 
-/// Loads the modules (coldplug, the always set, coldplug again). `None` without an index.
-pub fn load_modules() -> Option<Loader> {
+/// Loads the modules: one coldplug pass over `/sys/bus`, then the devices those
+/// drivers create (announced on `uevents`, opened before), then the always-needed set
+/// and what it creates. `None` without an index.
+pub fn load_modules(uevents: Option<&OwnedFd>) -> Option<Loader> {
+    let start = std::time::Instant::now();
     let vendor = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| modules::plan::cpu_vendor(&c).map(str::to_owned))
         .unwrap_or_default();
     let release = kernel_release();
-    match Loader::open(&release, &vendor) {
-        Ok(mut loader) => {
-            modules::boot_load(&mut loader);
-            Some(loader)
-        }
+    let mut loader = match Loader::open(&release, &vendor) {
+        Ok(l) => l,
         Err(e) => {
             error!("modules: {e}; no modules loaded");
-            None
+            return None;
+        }
+    };
+    let sys_bus = Path::new("/sys/bus");
+    let mut n = loader.coldplug(sys_bus);
+    n += settle(&mut loader, uevents);
+    n += loader.load_always();
+    n += settle(&mut loader, uevents);
+    let s = &loader.stats;
+    info!(
+        "modules: {n} loaded, {} not applicable, {} failed, in {} ms",
+        s.not_applicable,
+        s.failed,
+        start.elapsed().as_millis()
+    );
+    Some(loader)
+}
+
+/// Loads drivers for the devices that the last loads created, until none is new.
+fn settle(loader: &mut Loader, uevents: Option<&OwnedFd>) -> usize {
+    let sys_bus = Path::new("/sys/bus");
+    let mut total = 0;
+    for _ in 0..modules::COLDPLUG_MAX_ROUNDS {
+        let n = match uevents {
+            Some(sock) => {
+                let d = drain_uevents(sock, Some(loader));
+                if d.lost {
+                    d.loaded + loader.coldplug(sys_bus)
+                } else {
+                    d.loaded
+                }
+            }
+            None => loader.coldplug(sys_bus),
+        };
+        total += n;
+        if n == 0 {
+            break;
         }
     }
+    total
 }
 
 /// The kernel's uevent socket (multicast group 1), non-blocking.
@@ -173,19 +210,27 @@ pub fn uevent_socket() -> Option<OwnedFd> {
     }
 }
 
-/// Reads every pending uevent; loads modules for `add` events with a modalias. Returns
-/// the input devices (`/dev/input/eventN`) that appeared, and whether events were lost.
-pub fn drain_uevents(sock: &OwnedFd, loader: Option<&mut Loader>) -> (Vec<String>, bool) {
-    let mut new_inputs = Vec::new();
-    let mut lost = false;
+/// What [`drain_uevents`] saw.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Input devices (`input/eventN`) that appeared.
+    pub inputs: Vec<String>,
+    /// Modules loaded for new devices.
+    pub loaded: usize,
+    /// The socket overflowed (ENOBUFS): events were lost, rescan.
+    pub lost: bool,
+}
+
+/// Reads every pending uevent; loads modules for `add` events with a modalias.
+pub fn drain_uevents(sock: &OwnedFd, mut loader: Option<&mut Loader>) -> Drained {
+    let mut out = Drained::default();
     let mut buf = vec![0u8; uevent::UEVENT_MAX_BYTES];
-    let mut loader = loader;
     loop {
         let (n, from) =
             match rustix::net::recvfrom(sock, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
                 Ok((n, _, from)) => (n, from),
                 Err(rustix::io::Errno::NOBUFS) => {
-                    lost = true;
+                    out.lost = true;
                     continue;
                 }
                 Err(_) => break,
@@ -204,16 +249,13 @@ pub fn drain_uevents(sock: &OwnedFd, loader: Option<&mut Loader>) -> (Vec<String
             continue;
         }
         if let (Some(alias), Some(l)) = (ev.modalias(), loader.as_deref_mut()) {
-            let loaded = l.load_for_modalias(alias);
-            if loaded > 0 {
-                info!("modules: {loaded} loaded for {}", ev.devpath);
-            }
+            out.loaded += l.hotplug(alias);
         }
         if let Some(dev) = ev.devname().filter(|d| d.starts_with("input/event")) {
-            new_inputs.push(dev.to_owned());
+            out.inputs.push(dev.to_owned());
         }
     }
-    (new_inputs, lost)
+    out
 }
 
 /// Opens `/dev/input/eventN` if it can send `KEY_POWER`.

@@ -124,7 +124,7 @@ pub fn list_disks() -> Vec<Disk> {
         };
         disks.push(Disk {
             name,
-            sectors: size_512 * 512 / sector_size,
+            sectors: size_512.saturating_mul(512) / sector_size,
             sector_size,
             partitions: Vec::new(),
         });
@@ -253,7 +253,15 @@ pub fn grow_data(boot: &BootDisk) -> io::Result<Option<String>> {
         last = g.new_last_lba;
         grew_table = g.new_last_lba != g.old_last_lba;
     }
-    let part_bytes = (last + 1 - data.first_lba) * ss;
+    let part_bytes = last
+        .checked_add(1)
+        .and_then(|end| end.checked_sub(data.first_lba))
+        .and_then(|n| n.checked_mul(ss))
+        .ok_or_else(|| other("data partition range".into()))?;
+    let start_bytes = data
+        .first_lba
+        .checked_mul(ss)
+        .ok_or_else(|| other("data partition range".into()))?;
     let part_name = disk
         .partitions
         .iter()
@@ -263,10 +271,10 @@ pub fn grow_data(boot: &BootDisk) -> io::Result<Option<String>> {
     let kernel_bytes = std::fs::read_to_string(format!("/sys/class/block/{part_name}/size"))
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
-        .map_or(0, |s| s * 512);
+        .map_or(0, |s| s.saturating_mul(512));
     if kernel_bytes < part_bytes {
         let f = File::open(disk.dev())?;
-        crate::sys::blkpg_resize_partition(&f, data.number, data.first_lba * ss, part_bytes)?;
+        crate::sys::blkpg_resize_partition(&f, data.number, start_bytes, part_bytes)?;
     }
     let dev = Path::new("/dev").join(&part_name);
     let mut sb = vec![0u8; 1024];
@@ -280,8 +288,8 @@ pub fn grow_data(boot: &BootDisk) -> io::Result<Option<String>> {
     crate::sys::ext4_resize_fs(&dir, target)?;
     Ok(Some(format!(
         "grown from {} MiB to {} MiB",
-        (fs.blocks * fs.block_size) >> 20,
-        (target * fs.block_size) >> 20
+        fs.blocks.saturating_mul(fs.block_size) >> 20,
+        target.saturating_mul(fs.block_size) >> 20
     )))
 }
 

@@ -368,7 +368,10 @@ impl Gpt {
         let mut entries = self.entries.clone();
         let size = usize::try_from(self.header.entry_size)
             .map_err(|_| GptError::BadHeader("entry size"))?;
-        let index = usize::try_from(number - 1).map_err(|_| GptError::NoPartition(number))?;
+        let index = number
+            .checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or(GptError::NoPartition(number))?;
         let off = index
             .checked_mul(size)
             .ok_or(GptError::NoPartition(number))?;
@@ -417,6 +420,48 @@ pub struct Growth {
     pub backup_header: Vec<u8>,
     /// The new entry array (both copies).
     pub entries: Vec<u8>,
+}
+
+/// The fuzz target's entry point (`gpt_table`): the first 512 bytes as a header sector,
+/// the rest as the entry array; every partition grown on disks of several sizes. A
+/// table on any disk is untrusted (a USB stick is plugged in by anyone), so nothing
+/// here may panic, and a growth must produce a table that reads back.
+pub fn fuzz_check(bytes: &[u8]) {
+    let (header, entries) = bytes.split_at(bytes.len().min(512));
+    let Ok(gpt) = Gpt::parse(header, entries) else {
+        return;
+    };
+    let parts = gpt.partitions();
+    let numbers = parts.iter().map(|p| p.number).chain([0, 1, 2, u32::MAX]);
+    for number in numbers {
+        let end = parts.iter().map(|p| p.last_lba).max().unwrap_or(0);
+        for sectors in [
+            0,
+            1,
+            34,
+            end,
+            end.saturating_add(34),
+            end.saturating_add(100_000),
+            u64::MAX,
+        ] {
+            for (ss, align) in [(512, 2048), (4096, 256), (512, 0)] {
+                if let Ok(Some(g)) = gpt.grow(number, sectors, ss, align) {
+                    let again =
+                        Gpt::parse(&g.primary_header, &g.entries).expect("grown table reads back");
+                    let p = again
+                        .partitions()
+                        .into_iter()
+                        .find(|p| p.number == number)
+                        .expect("partition kept");
+                    assert_eq!(p.last_lba, g.new_last_lba);
+                    assert!(
+                        g.new_last_lba >= g.old_last_lba && g.new_last_lba < g.backup_entries_lba
+                    );
+                    assert!(Header::parse(&g.backup_header).is_ok());
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,3 +39,41 @@ pub mod supervisor;
 pub mod sys;
 pub mod uevent;
 pub mod watchdog;
+
+/// Writes the seed corpora of the fuzz targets `uevent` and `gpt_table`:
+/// `PETREL_WRITE_CORPUS=1 cargo test -p petrel-init --lib -- --ignored write_corpus`.
+#[cfg(test)]
+mod corpus {
+    #[test]
+    #[ignore = "writes fuzz/corpus; run by hand"]
+    #[allow(clippy::unwrap_used)]
+    fn write_corpus() {
+        if std::env::var_os("PETREL_WRITE_CORPUS").is_none() {
+            return;
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let uevents: [(&str, &[u8]); 4] = [
+            (
+                "pci-add",
+                b"add@/devices/pci0000:00/0000:00:04.0\0ACTION=add\0DEVPATH=/devices/pci0000:00/0000:00:04.0\0\
+                  SUBSYSTEM=pci\0MODALIAS=pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\0SEQNUM=812\0",
+            ),
+            (
+                "input-add",
+                b"add@/devices/LNXSYSTM:00/LNXPWRBN:00/input/input0/event0\0ACTION=add\0SUBSYSTEM=input\0\
+                  MAJOR=13\0MINOR=64\0DEVNAME=input/event0\0SEQNUM=900\0",
+            ),
+            ("remove", b"remove@/devices/virtual/net/tap0\0ACTION=remove\0SUBSYSTEM=net\0INTERFACE=tap0\0"),
+            ("libudev", b"libudev\0\xfe\xed\xca\xfe\x28\0\0\0"),
+        ];
+        let dir = root.join("uevent");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in uevents {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let dir = root.join("gpt_table");
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = crate::gpt::tests::make_disk(40_000);
+        std::fs::write(dir.join("esp-and-data"), &disk[512..512 + 512 + 16384]).unwrap();
+    }
+}

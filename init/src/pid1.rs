@@ -152,7 +152,7 @@ impl Init {
             self.watch(fd.as_fd(), TOKEN_UEVENT);
         }
 
-        self.loader = boot::load_modules();
+        self.loader = boot::load_modules(self.uevents.as_ref());
         milestone("modules");
         boot::mount_efivars();
         for dev in boot::input_devices() {
@@ -301,7 +301,7 @@ impl Init {
                 }
             }
             // SIGCHLD may be coalesced or missed; reaping is cheap.
-            self.reap();
+            let _ = self.reap();
             self.on_timers();
         }
     }
@@ -328,14 +328,17 @@ impl Init {
 
     fn on_uevents(&mut self) {
         let Some(sock) = &self.uevents else { return };
-        let (inputs, lost) = boot::drain_uevents(sock, self.loader.as_mut());
-        for dev in inputs {
+        let drained = boot::drain_uevents(sock, self.loader.as_mut());
+        if drained.loaded > 0 {
+            info!("modules: {} loaded for new devices", drained.loaded);
+        }
+        for dev in drained.inputs {
             self.add_button(&dev);
         }
-        if lost {
+        if drained.lost {
             warn!("uevents lost; scanning devices again");
             if let Some(l) = self.loader.as_mut() {
-                l.coldplug(Path::new("/sys/devices"));
+                l.coldplug(Path::new("/sys/bus"));
             }
             for dev in boot::input_devices() {
                 self.add_button(&format!("input/{dev}"));
@@ -400,10 +403,13 @@ impl Init {
         }
     }
 
-    /// Reaps every child that has exited, ours or orphans.
-    fn reap(&mut self) {
+    /// Reaps every child that has exited, ours or orphans; returns whether no child is
+    /// left at all (ECHILD).
+    fn reap(&mut self) -> bool {
         loop {
-            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            // `wait` is waitpid(-1): every child; rustix's `waitpid(None)` would be only our
+            // process group, and services run in their own.
+            match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
                     let status = match (status.exit_status(), status.terminating_signal()) {
                         (Some(code), _) => ExitStatus::Code(code),
@@ -419,7 +425,8 @@ impl Init {
                     );
                     self.run_actions(actions);
                 }
-                Ok(None) | Err(_) => return,
+                Ok(None) => return false,
+                Err(e) => return e == rustix::io::Errno::CHILD,
             }
         }
     }
@@ -490,13 +497,8 @@ impl Init {
     fn wait_children(&mut self, timeout: Duration, done: impl Fn(&Init) -> bool) -> bool {
         let deadline = since_boot() + timeout;
         loop {
-            self.reap();
-            if done(self)
-                || matches!(
-                    rustix::process::waitpid(None, WaitOptions::NOHANG),
-                    Err(rustix::io::Errno::CHILD)
-                )
-            {
+            let none_left = self.reap();
+            if none_left || done(self) {
                 return true;
             }
             if since_boot() >= deadline {
@@ -526,11 +528,13 @@ fn unmount(target: &str) {
 }
 
 /// Starts a service: stdin from /dev/null, stdout and stderr on PID 1's console, its own
-/// process group, a minimal environment, an empty signal mask (Rust's `Command` resets
-/// the mask PID 1 blocks for its signalfd).
-fn spawn(spec: &crate::supervisor::ServiceSpec) -> Result<i32, String> {
+/// process group, a minimal environment, an empty signal mask (not the one PID 1 blocks
+/// for its signalfd).
+pub fn spawn(spec: &crate::supervisor::ServiceSpec) -> Result<i32, String> {
     let (program, args) = spec.command.split_first().ok_or("empty command")?;
-    let child = Command::new(program)
+    let mut cmd = Command::new(program);
+    sys::clear_signal_mask_on_exec(&mut cmd);
+    let child = cmd
         .args(args)
         .stdin(Stdio::null())
         .env_clear()

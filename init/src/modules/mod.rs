@@ -20,10 +20,8 @@ use index::ModuleIndex;
 pub const MODULES_DIR: &str = "/lib/modules";
 /// The index file name inside `/lib/modules/KVER`.
 pub const INDEX_FILE: &str = "petrel.modules";
-/// Coldplug rounds before giving up on convergence.
-const COLDPLUG_MAX_ROUNDS: usize = 16;
-/// How deep the sysfs walk goes.
-const SYSFS_MAX_DEPTH: usize = 48;
+/// Coldplug passes before giving up on convergence (without a uevent socket).
+pub const COLDPLUG_MAX_ROUNDS: usize = 16;
 
 /// Outcome of one `finit_module`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,13 +121,15 @@ impl Loader {
         let mut n = 0;
         for name in plan.order {
             self.tried.insert(name.clone());
+            let start = Instant::now();
             let result = self.load_one(&name);
+            let ms = start.elapsed().as_millis();
             match &result {
                 LoadResult::Loaded => {
                     n += 1;
                     self.stats.loaded += 1;
                     self.loaded.insert(name.clone());
-                    crate::debug!("modules: {name} loaded");
+                    crate::debug!("modules: {name} loaded in {ms} ms");
                 }
                 LoadResult::AlreadyLoaded => {
                     self.stats.present += 1;
@@ -183,29 +183,32 @@ impl Loader {
         self.load(&refs)
     }
 
-    /// Coldplug: matches every `modalias` under `/sys/devices` and loads what matches,
-    /// again and again until a round loads nothing (drivers create new devices).
-    pub fn coldplug(&mut self, sys_devices: &Path) -> usize {
-        let mut total = 0;
-        for round in 1..=COLDPLUG_MAX_ROUNDS {
-            let fresh: Vec<String> = scan_modaliases(sys_devices)
-                .into_iter()
-                .filter(|m| self.seen_modaliases.insert(m.clone()))
-                .collect();
-            let mut n = 0;
-            for m in &fresh {
-                n += self.load_for_modalias(m);
-            }
-            crate::debug!(
-                "modules: coldplug round {round}: {} new devices, {n} modules",
-                fresh.len()
-            );
-            total += n;
-            if n == 0 {
-                break;
-            }
+    /// One coldplug pass: loads what every device's `modalias` under `sys_bus`
+    /// (`/sys/bus`) asks for, skipping modaliases already handled. Returns how many
+    /// modules were newly loaded. Devices those drivers create announce themselves with
+    /// uevents; without a uevent socket, call this again until it returns 0.
+    pub fn coldplug(&mut self, sys_bus: &Path) -> usize {
+        let fresh: Vec<String> = scan_modaliases(sys_bus)
+            .into_iter()
+            .filter(|m| self.seen_modaliases.insert(m.clone()))
+            .collect();
+        let mut n = 0;
+        for m in &fresh {
+            n += self.load_for_modalias(m);
         }
-        total
+        crate::debug!(
+            "modules: coldplug: {} new devices, {n} modules",
+            fresh.len()
+        );
+        n
+    }
+
+    /// Loads what a device announced by uevent asks for, once per modalias.
+    pub fn hotplug(&mut self, modalias: &str) -> usize {
+        if !self.seen_modaliases.insert(modalias.to_owned()) {
+            return 0;
+        }
+        self.load_for_modalias(modalias)
     }
 
     /// Loads the index's always-needed set.
@@ -216,45 +219,28 @@ impl Loader {
     }
 }
 
-/// Every distinct `modalias` value under `dir` (symlinks not followed).
-pub fn scan_modaliases(dir: &Path) -> BTreeSet<String> {
+/// Every distinct `modalias` of the devices under `sys_bus` (`/sys/bus/*/devices/*`):
+/// every device that has a modalias sits on a bus, and this is far fewer entries than
+/// a walk of `/sys/devices`.
+pub fn scan_modaliases(sys_bus: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut stack = vec![(dir.to_path_buf(), 0usize)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
+    let Ok(buses) = std::fs::read_dir(sys_bus) else {
+        return out;
+    };
+    for bus in buses.flatten() {
+        let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else {
             continue;
         };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() && depth < SYSFS_MAX_DEPTH {
-                stack.push((e.path(), depth + 1));
-            } else if ft.is_file() && e.file_name() == "modalias" {
-                if let Ok(text) = std::fs::read_to_string(e.path()) {
-                    let t = text.trim();
-                    if !t.is_empty() {
-                        out.insert(t.to_owned());
-                    }
+        for dev in devices.flatten() {
+            if let Ok(text) = std::fs::read_to_string(dev.path().join("modalias")) {
+                let t = text.trim();
+                if !t.is_empty() {
+                    out.insert(t.to_owned());
                 }
             }
         }
     }
     out
-}
-
-/// Loads modules at boot: coldplug, then the always-needed set, then coldplug again
-/// for what those created. Logs the summary and the time taken.
-pub fn boot_load(loader: &mut Loader) {
-    let start = Instant::now();
-    let mut n = loader.coldplug(Path::new("/sys/devices"));
-    n += loader.load_always();
-    n += loader.coldplug(Path::new("/sys/devices"));
-    let s = &loader.stats;
-    crate::info!(
-        "modules: {n} loaded, {} not applicable, {} failed, in {} ms",
-        s.not_applicable,
-        s.failed,
-        start.elapsed().as_millis()
-    );
 }
 
 #[cfg(test)]
@@ -280,17 +266,26 @@ mod tests {
     #[test]
     fn scans_a_fake_sysfs() {
         let dir = std::env::temp_dir().join(format!("petrel-init-sysfs-{}", std::process::id()));
-        let dev = dir.join("pci0000:00/0000:00:03.0/virtio0");
-        std::fs::create_dir_all(&dev).unwrap();
+        let devices = dir.join("devices/pci0000:00/0000:00:03.0");
+        std::fs::create_dir_all(devices.join("virtio0")).unwrap();
+        std::fs::create_dir_all(dir.join("bus/pci/devices")).unwrap();
+        std::fs::create_dir_all(dir.join("bus/virtio/devices")).unwrap();
+        std::fs::create_dir_all(dir.join("bus/empty/devices/x")).unwrap();
+        std::fs::create_dir_all(dir.join("bus/nodevices")).unwrap();
+        std::fs::write(devices.join("modalias"), "pci:v00001AF4d00001000\n").unwrap();
         std::fs::write(
-            dir.join("pci0000:00/0000:00:03.0/modalias"),
-            "pci:v00001AF4d00001000\n",
+            devices.join("virtio0/modalias"),
+            "virtio:d00000001v00001AF4\n",
         )
         .unwrap();
-        std::fs::write(dev.join("modalias"), "virtio:d00000001v00001AF4\n").unwrap();
-        std::fs::write(dir.join("pci0000:00/modalias"), "\n").unwrap();
-        std::os::unix::fs::symlink(&dir, dev.join("loop")).unwrap();
-        let found = scan_modaliases(&dir);
+        std::fs::write(dir.join("bus/empty/devices/x/modalias"), "\n").unwrap();
+        std::os::unix::fs::symlink(&devices, dir.join("bus/pci/devices/0000:00:03.0")).unwrap();
+        std::os::unix::fs::symlink(
+            devices.join("virtio0"),
+            dir.join("bus/virtio/devices/virtio0"),
+        )
+        .unwrap();
+        let found = scan_modaliases(&dir.join("bus"));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             found.into_iter().collect::<Vec<_>>(),
