@@ -39,9 +39,10 @@ pub enum Level {
 
 struct Sinks {
     kmsg: Option<File>,
-    /// Also write to stderr (`/dev/console`): before `/dev/kmsg` exists, and when the
-    /// console log level hides informational kernel messages (`quiet`).
-    console: bool,
+    /// The kernel prints kmsg records below this level on the consoles
+    /// (`/proc/sys/kernel/printk`); lines it would hide (`quiet`, `loglevel=6`) are also
+    /// written to stderr, i.e. `/dev/console`, as are all lines before `/dev/kmsg` opens.
+    console_loglevel: u32,
     run_log: Option<File>,
     persist: Option<File>,
     memory: Vec<u8>,
@@ -50,7 +51,7 @@ struct Sinks {
 
 static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
     kmsg: None,
-    console: true,
+    console_loglevel: 0,
     run_log: None,
     persist: None,
     memory: Vec::new(),
@@ -108,10 +109,9 @@ pub fn log(level: Level, msg: &str) {
                 let rec = format!("<{}>{PREFIX}{line}\n", level as u8);
                 if k.write_all(rec.as_bytes()).is_err() {
                     s.kmsg = None;
-                    s.console = true;
                 }
             }
-            if (s.console || s.kmsg.is_none()) && level != Level::Debug {
+            if level != Level::Debug && (s.kmsg.is_none() || level as u32 >= s.console_loglevel) {
                 let _ = writeln!(std::io::stderr(), "{PREFIX}{line}");
             }
             let file_line = format!("[{:5}.{:03}] {line}\n", t.as_secs(), t.subsec_millis());
@@ -150,11 +150,11 @@ pub fn milestone(what: &str) {
 }
 
 /// Opens `/dev/kmsg` (after devtmpfs is mounted). `console_loglevel` is the first field
-/// of `/proc/sys/kernel/printk`: when it hides level 6, lines also go to stderr.
+/// of `/proc/sys/kernel/printk`: lines at or above it also go to stderr.
 pub fn open_kmsg(console_loglevel: Option<u32>) {
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
     with_sinks(|s| {
-        s.console = kmsg.is_none() || console_loglevel.is_some_and(|l| l <= Level::Info as u32);
+        s.console_loglevel = console_loglevel.unwrap_or(0);
         s.kmsg = kmsg;
     });
 }
