@@ -31,8 +31,9 @@ pub enum Level {
     Error = 3,
     /// Something odd.
     Warn = 4,
-    /// Progress.
-    Info = 6,
+    /// Progress: `KERN_NOTICE`, so that the image's `loglevel=6` (which hides the
+    /// kernel's own info chatter) shows PID 1's lines on every console.
+    Info = 5,
     /// Details: in the log files and the kernel log, not on the console.
     Debug = 7,
 }
