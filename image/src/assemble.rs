@@ -108,7 +108,7 @@ pub enum BuildError {
     )]
     BadVersion(String),
     /// A pinned input could not be had.
-    #[error("pinned inputs")]
+    #[error("inputs")]
     Inputs(#[from] InputError),
     /// A file cannot be read.
     #[error("cannot read {}", path.display())]
@@ -147,7 +147,10 @@ pub enum BuildError {
         /// The module tree's release.
         modules: String,
     },
-    /// The stub is missing or not a usable PE image.
+    /// The stub is not there.
+    #[error("systemd's EFI stub not found at {}", .0.display())]
+    MissingStub(PathBuf),
+    /// The stub is not a usable PE image.
     #[error("{} is not systemd's EFI stub (linuxx64.efi.stub)", path.display())]
     BadStub {
         /// The stub's path.
@@ -396,10 +399,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     })?;
     let stub = read(&stub_path).map_err(|e| match e {
         BuildError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            BuildError::BadStub {
-                path: stub_path.clone(),
-                source: UkiError::Malformed("file not found"),
-            }
+            BuildError::MissingStub(stub_path.clone())
         }
         e => e,
     })?;

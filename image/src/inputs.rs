@@ -91,7 +91,11 @@ pub enum InputError {
         lock: PathBuf,
     },
     /// A downloaded file does not have the pinned hash.
-    #[error("{} has sha256 {actual}, but {} pins {expected}", path.display(), lock.display())]
+    #[error(
+        "{} has sha256 {actual}, but {} pins {expected} (delete the file to download it again)",
+        path.display(),
+        lock.display()
+    )]
     HashMismatch {
         /// The file.
         path: PathBuf,
