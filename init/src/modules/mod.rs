@@ -12,6 +12,7 @@ pub mod plan;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use index::ModuleIndex;
@@ -20,6 +21,8 @@ use index::ModuleIndex;
 pub const MODULES_DIR: &str = "/lib/modules";
 /// The index file name inside `/lib/modules/KVER`.
 pub const INDEX_FILE: &str = "petrel.modules";
+/// At most this many modules load at once (independent ones).
+pub const LOAD_THREADS_MAX: usize = 4;
 /// Coldplug passes before giving up on convergence (without a uevent socket).
 pub const COLDPLUG_MAX_ROUNDS: usize = 16;
 
@@ -69,6 +72,7 @@ pub struct Loader {
     loaded: BTreeSet<String>,
     seen_modaliases: BTreeSet<String>,
     cpu_vendor: String,
+    threads: usize,
     /// What happened so far.
     pub stats: Stats,
 }
@@ -102,6 +106,8 @@ impl Loader {
             loaded: BTreeSet::new(),
             seen_modaliases: BTreeSet::new(),
             cpu_vendor: cpu_vendor.to_owned(),
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(LOAD_THREADS_MAX)),
             stats: Stats::default(),
         }
     }
@@ -118,22 +124,19 @@ impl Loader {
         for w in &plan.warnings {
             crate::debug!("modules: {w}");
         }
+        self.tried.extend(plan.order.iter().cloned());
         let mut n = 0;
-        for name in plan.order {
-            self.tried.insert(name.clone());
-            let start = Instant::now();
-            let result = self.load_one(&name);
-            let ms = start.elapsed().as_millis();
+        for (name, result, ms) in self.load_plan(&plan) {
             match &result {
                 LoadResult::Loaded => {
                     n += 1;
                     self.stats.loaded += 1;
-                    self.loaded.insert(name.clone());
                     crate::debug!("modules: {name} loaded in {ms} ms");
+                    self.loaded.insert(name);
                 }
                 LoadResult::AlreadyLoaded => {
                     self.stats.present += 1;
-                    self.loaded.insert(name.clone());
+                    self.loaded.insert(name);
                 }
                 LoadResult::NotApplicable(why) => {
                     self.stats.not_applicable += 1;
@@ -146,6 +149,58 @@ impl Loader {
             }
         }
         n
+    }
+
+    /// Loads a plan on up to [`LOAD_THREADS_MAX`] threads, each module as soon as the
+    /// ones it needs have finished ([`plan::Plan::next_ready`]); returns each result with
+    /// its time in ms, in plan order. A helper thread that cannot be started only means
+    /// less parallelism: the calling thread works through the plan too.
+    fn load_plan(&self, plan: &plan::Plan) -> Vec<(String, LoadResult, u128)> {
+        struct Progress {
+            started: BTreeSet<String>,
+            finished: BTreeSet<String>,
+            results: Vec<(String, LoadResult, u128)>,
+        }
+        let progress = Mutex::new(Progress {
+            started: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            results: Vec::new(),
+        });
+        let changed = Condvar::new();
+        let lock = || progress.lock().unwrap_or_else(PoisonError::into_inner);
+        let work = || {
+            let mut p = lock();
+            while p.started.len() < plan.order.len() {
+                let Some(name) = plan.next_ready(&p.started, &p.finished).map(str::to_owned) else {
+                    // Something is loading; its end may make another module ready.
+                    p = changed.wait(p).unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                };
+                p.started.insert(name.clone());
+                drop(p);
+                let start = Instant::now();
+                let result = self.load_one(&name);
+                let ms = start.elapsed().as_millis();
+                p = lock();
+                p.finished.insert(name.clone());
+                p.results.push((name, result, ms));
+                changed.notify_all();
+            }
+        };
+        let helpers = self.threads.min(plan.order.len()).saturating_sub(1);
+        std::thread::scope(|s| {
+            for _ in 0..helpers {
+                // Failing to start a helper is fine: fewer hands.
+                let _ = std::thread::Builder::new().spawn_scoped(s, work);
+            }
+            work();
+        });
+        let mut results = progress
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .results;
+        results.sort_by_key(|(name, ..)| plan.order.iter().position(|m| m == name));
+        results
     }
 
     fn load_one(&self, name: &str) -> LoadResult {
@@ -192,10 +247,17 @@ impl Loader {
             .into_iter()
             .filter(|m| self.seen_modaliases.insert(m.clone()))
             .collect();
-        let mut n = 0;
+        // One plan for every device, so that independent drivers load in parallel.
+        let mut wanted: Vec<String> = Vec::new();
         for m in &fresh {
-            n += self.load_for_modalias(m);
+            for module in self.index.lookup(m) {
+                if !self.tried.contains(module) && !wanted.iter().any(|w| w == module) {
+                    wanted.push(module.to_owned());
+                }
+            }
         }
+        let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let n = self.load(&refs);
         crate::debug!(
             "modules: coldplug: {} new devices, {n} modules",
             fresh.len()
@@ -261,6 +323,31 @@ mod tests {
         ));
         assert!(matches!(classify(&e(libc::ENOENT)), LoadResult::Failed(_)));
         assert!(matches!(classify(&e(libc::ENOEXEC)), LoadResult::Failed(_)));
+    }
+
+    #[test]
+    fn parallel_loader_tries_each_module_once() {
+        // No module file exists: every load fails, but the scheduler must visit each
+        // module of the plan exactly once, on several threads, without deadlocking.
+        let mut text = String::from("petrel-modules 1\n");
+        for i in 0..40 {
+            text.push_str(&format!("module m{i} m{i}.ko\n"));
+        }
+        for i in 1..40 {
+            text.push_str(&format!("depends m{i} m{}\n", i / 3));
+        }
+        text.push_str("softdep m5 post m39\nsoftdep m39 pre m5\n");
+        let index = ModuleIndex::parse(&text).unwrap().index;
+        let mut loader = Loader::new(PathBuf::from("/nonexistent"), index, "AuthenticAMD");
+        loader.threads = 4;
+        let all: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        assert_eq!(loader.load(&refs), 0);
+        assert_eq!(loader.stats.failed, 40);
+        assert_eq!(loader.tried.len(), 40);
+        // A second request tries nothing again.
+        assert_eq!(loader.load(&["m7", "kvm_intel"]), 0);
+        assert_eq!(loader.stats.failed, 40);
     }
 
     #[test]

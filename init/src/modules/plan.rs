@@ -5,8 +5,11 @@
 //! dependency may name an alias (`libcrc32c` has `pre: crc32c`); it resolves to every
 //! module with that alias, as modprobe does. Cycles (the kernel's `depends` never has
 //! them, softdeps can) are broken at the edge that closes them, with a warning.
+//!
+//! [`Plan::next_ready`] tells a parallel loader which module may start as soon as the
+//! ones it needs have finished.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::ModuleIndex;
 
@@ -17,6 +20,36 @@ pub struct Plan {
     pub order: Vec<String>,
     /// Unknown names, broken cycles.
     pub warnings: Vec<String>,
+    /// For each module, the modules of `order` that must be loaded before it (its
+    /// dependencies, its pre softdeps, and the module whose post softdep it is).
+    pub after: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Plan {
+    /// The next module a loader may start, given those `started` already (running or
+    /// done) and those `finished`: the first of `order` not started whose every
+    /// predecessor that comes earlier in `order` has finished. (A broken cycle's back
+    /// edge points later in the order and is ignored.) `None` when nothing may start now.
+    pub fn next_ready(
+        &self,
+        started: &BTreeSet<String>,
+        finished: &BTreeSet<String>,
+    ) -> Option<&str> {
+        self.order
+            .iter()
+            .enumerate()
+            .find(|(i, m)| {
+                !started.contains(*m)
+                    && self.after.get(*m).into_iter().flatten().all(|p| {
+                        finished.contains(p)
+                            || !self
+                                .order
+                                .get(..*i)
+                                .is_some_and(|before| before.contains(p))
+                    })
+            })
+            .map(|(_, m)| m.as_str())
+    }
 }
 
 /// Plans the loading of `requested` (module names or aliases), skipping `done` (modules
@@ -31,6 +64,11 @@ pub fn plan<S: AsRef<str>>(index: &ModuleIndex, requested: &[S], done: &BTreeSet
     for r in requested {
         p.request(r.as_ref(), None);
     }
+    // Edges to modules loaded before this plan are no constraint.
+    let placed: BTreeSet<&String> = p.plan.order.iter().collect();
+    for preds in p.plan.after.values_mut() {
+        preds.retain(|m| placed.contains(m));
+    }
     p.plan
 }
 
@@ -42,11 +80,11 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    /// Resolves a name or alias and visits each module it names.
-    fn request(&mut self, name: &str, from: Option<&str>) {
+    /// Resolves a name or alias, visits each module it names, and returns them.
+    fn request(&mut self, name: &str, from: Option<&str>) -> Vec<String> {
         if self.index.modules.contains_key(name) {
             self.visit(name);
-            return;
+            return vec![name.to_owned()];
         }
         let targets: Vec<String> = self
             .index
@@ -61,9 +99,10 @@ impl Planner<'_> {
             };
             self.plan.warnings.push(msg);
         }
-        for t in targets {
-            self.visit(&t);
+        for t in &targets {
+            self.visit(t);
         }
+        targets
     }
 
     fn visit(&mut self, name: &str) {
@@ -80,11 +119,13 @@ impl Planner<'_> {
             return;
         };
         self.visiting.insert(name.to_owned());
-        for d in &info.pre {
-            self.request(d, Some(name));
-        }
-        for d in &info.depends {
-            self.request(d, Some(name));
+        for d in info.pre.iter().chain(&info.depends) {
+            let before = self.request(d, Some(name));
+            self.plan
+                .after
+                .entry(name.to_owned())
+                .or_default()
+                .extend(before);
         }
         self.visiting.remove(name);
         // A cycle through a post softdep may have placed us already.
@@ -92,7 +133,13 @@ impl Planner<'_> {
             self.plan.order.push(name.to_owned());
         }
         for d in &info.post {
-            self.request(d, Some(name));
+            for t in self.request(d, Some(name)) {
+                self.plan
+                    .after
+                    .entry(t)
+                    .or_default()
+                    .insert(name.to_owned());
+            }
         }
     }
 }
@@ -192,6 +239,71 @@ mod tests {
         let p = plan(&i, &["a", "nothere"], &BTreeSet::new());
         assert_eq!(p.order, ["a"]);
         assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+    }
+
+    /// Simulates a loader with unlimited threads where every load takes one tick;
+    /// returns the modules started at each tick.
+    fn ticks(p: &Plan) -> Vec<Vec<String>> {
+        let (mut started, mut finished) = (BTreeSet::new(), BTreeSet::new());
+        let mut out = Vec::new();
+        while finished.len() < p.order.len() {
+            let mut now = Vec::new();
+            while let Some(m) = p.next_ready(&started, &finished) {
+                started.insert(m.to_owned());
+                now.push(m.to_owned());
+            }
+            assert!(!now.is_empty(), "stuck: {p:?}");
+            finished.extend(now.iter().cloned());
+            out.push(now);
+        }
+        out
+    }
+
+    fn waves(index: &ModuleIndex, req: &[&str]) -> Vec<Vec<String>> {
+        ticks(&plan(index, req, &BTreeSet::new()))
+    }
+
+    #[test]
+    fn parallel_schedule() {
+        let i = idx(
+            "module irqbypass i.ko\nmodule kvm k.ko\nmodule ccp c.ko\nmodule kvm_amd a.ko\n\
+                     module virtio_ring r.ko\nmodule virtio v.ko\nmodule virtio_pci p.ko\nmodule tun t.ko\n\
+                     depends kvm irqbypass\ndepends kvm_amd kvm ccp\ndepends virtio virtio_ring\n\
+                     depends virtio_pci virtio virtio_ring\n",
+        );
+        assert_eq!(
+            waves(&i, &["kvm_amd", "virtio_pci", "tun"]),
+            [
+                vec!["irqbypass", "ccp", "virtio_ring", "tun"],
+                vec!["kvm", "virtio"],
+                vec!["kvm_amd", "virtio_pci"]
+            ]
+        );
+        // Nothing starts before what it needs has finished.
+        let p = plan(&i, &["kvm_amd"], &BTreeSet::new());
+        let started = BTreeSet::from(["irqbypass".to_owned(), "ccp".to_owned()]);
+        assert_eq!(p.next_ready(&started, &BTreeSet::new()), None);
+        assert_eq!(
+            p.next_ready(&started, &BTreeSet::from(["irqbypass".to_owned()])),
+            Some("kvm")
+        );
+        // Softdeps: pre before, post after; aliases resolved.
+        let i = idx(
+            "module a a.ko\nmodule p p.ko\nmodule q q.ko\nmodule g g.ko\n\
+                     softdep a pre p crc\nsoftdep a post q\nalias g crc\n",
+        );
+        assert_eq!(waves(&i, &["a"]), [vec!["p", "g"], vec!["a"], vec!["q"]]);
+        // A broken cycle never deadlocks.
+        let i = idx("module a a.ko\nmodule b b.ko\nsoftdep a pre b\nsoftdep b pre a\n");
+        assert_eq!(waves(&i, &["a"]), [vec!["b"], vec!["a"]]);
+        let i = idx(
+            "module a a.ko\nmodule b b.ko\nmodule c c.ko\nsoftdep a pre b\nsoftdep b pre c\nsoftdep c pre a\n",
+        );
+        assert_eq!(waves(&i, &["a"]).concat().len(), 3);
+        // Modules loaded before are no constraint.
+        let i = idx("module a a.ko\nmodule b b.ko\ndepends b a\n");
+        let p = plan(&i, &["b"], &BTreeSet::from(["a".to_owned()]));
+        assert_eq!(ticks(&p), [vec!["b"]]);
     }
 
     #[test]
