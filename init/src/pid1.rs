@@ -392,7 +392,8 @@ impl Init {
         let actions = self.supervisor.poll(now);
         self.run_actions(actions);
         if let Some(tr) = self.trial.take_if(|t| now >= t.deadline) {
-            if tr.path.exists() {
+            // Without the ESP nothing can have blessed it (and a reboot may find it).
+            if tr.path.exists() || !self.esp_mounted {
                 error!(
                     "boot: trial boot not blessed in time ({} still has its counter); rebooting",
                     tr.path.display()
