@@ -207,7 +207,7 @@ pub fn parse_ext4_superblock(sb: &[u8]) -> Option<Ext4Size> {
         0
     };
     Some(Ext4Size {
-        blocks: hi << 32 | lo,
+        blocks: (hi << 32) | lo,
         block_size: 1024 << log,
     })
 }
@@ -238,17 +238,21 @@ pub fn grow_data(boot: &BootDisk) -> io::Result<Option<String>> {
         .grow(data.number, disk.sectors, ss, ALIGN_BYTES / ss)
         .map_err(|e| other(e.to_string()))?
     {
+        let at = |lba: u64| {
+            lba.checked_mul(ss)
+                .ok_or_else(|| other("LBA out of range".into()))
+        };
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(disk.dev())?;
         // Backup copy first: a crash before the primary is written leaves the old, valid
         // primary table, and the next boot does it all again.
-        f.write_all_at(&g.entries, g.backup_entries_lba * ss)?;
-        f.write_all_at(&g.backup_header, g.backup_header_lba * ss)?;
+        f.write_all_at(&g.entries, at(g.backup_entries_lba)?)?;
+        f.write_all_at(&g.backup_header, at(g.backup_header_lba)?)?;
         f.sync_all()?;
-        f.write_all_at(&g.entries, g.primary_entries_lba * ss)?;
-        f.write_all_at(&g.primary_header, g.primary_header_lba * ss)?;
+        f.write_all_at(&g.entries, at(g.primary_entries_lba)?)?;
+        f.write_all_at(&g.primary_header, at(g.primary_header_lba)?)?;
         f.sync_all()?;
         last = g.new_last_lba;
         grew_table = g.new_last_lba != g.old_last_lba;

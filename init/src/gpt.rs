@@ -339,6 +339,9 @@ impl Gpt {
             .iter()
             .find(|p| p.number == number)
             .ok_or(GptError::NoPartition(number))?;
+        if part.first_lba > part.last_lba || part.first_lba < self.header.first_usable_lba {
+            return Err(GptError::BadHeader("partition range"));
+        }
         if parts
             .iter()
             .any(|p| p.number != number && p.first_lba > part.last_lba)
