@@ -15,19 +15,20 @@ GUEST_TARGET := x86_64-unknown-none
 GUEST_OUT := $(CURDIR)/target/guests
 STAGE := $(CURDIR)/scripts/stage
 
-.PHONY: help deps build tender guests image test fmt fmt-check clippy unit bench fuzz-replay clean
+.PHONY: help deps build tender guests image demo test fmt fmt-check clippy unit qemu bench clean
 
 help:
 	@echo "make deps    install what a fresh machine lacks (rustup targets, Debian packages)"
-	@echo "make build   build petrel-hvt (static musl) and every example unikernel"
-	@echo "make test    deps, build, fmt check, clippy -D warnings, all tests (timed stages)"
-	@echo "make image   the boot artifacts in build/image (IMAGE_VERSION=... to name them)"
+	@echo "make demo    build everything and boot the image in QEMU, console on this terminal"
+	@echo "make build   the static binaries, every example unikernel and the image"
+	@echo "make test    deps, build, fmt check, clippy -D warnings, all tests, QEMU boots (timed stages)"
+	@echo "make image   the firmware in build/image: petrel.img, petrel.efi, initramfs (IMAGE_VERSION=...)"
 	@echo "make bench   benchmarks (set HVT_BASELINE=/path/to/solo5-hvt for side-by-side ratios)"
 
 deps:
 	@$(STAGE) deps scripts/deps
 
-build: tender guests
+build: tender guests image
 
 tender:
 	cargo build --release --locked --bins
@@ -61,7 +62,7 @@ clippy:
 	cd guest && cargo clippy --locked --release -- -D warnings
 
 unit:
-	PETREL_GUESTS=$(GUEST_OUT) cargo test --release --locked
+	PETREL_GUESTS=$(GUEST_OUT) cargo test --release --locked --workspace --exclude petrel-qemu-test
 	cd guest && cargo test --locked -p petrel-guest -p petrel-net-example --target x86_64-unknown-linux-gnu
 
 test:
@@ -70,6 +71,15 @@ test:
 	@$(STAGE) fmt-check $(MAKE) --no-print-directory fmt-check
 	@$(STAGE) clippy $(MAKE) --no-print-directory clippy
 	@$(STAGE) tests $(MAKE) --no-print-directory unit
+	@$(STAGE) qemu $(MAKE) --no-print-directory qemu
+
+# The real image in QEMU (TCG here), one VM at a time.
+qemu:
+	cargo test --release --locked -p petrel-qemu-test -- --test-threads=1
+
+# Boots the image with the serial console on this terminal (Ctrl-A X quits).
+demo: deps build
+	scripts/demo build/image/petrel.img
 
 bench: build
 	PETREL_GUESTS=$(GUEST_OUT) cargo run --release --locked -p petrel-hvt --example bench

@@ -109,6 +109,10 @@ pub struct Config {
     pub forwards: Vec<(u16, u16)>,
     /// Extra QEMU arguments.
     pub extra: Vec<String>,
+    /// Replaces the user-mode `-netdev` (then `forwards` is ignored), e.g. a tap.
+    pub netdev: Option<String>,
+    /// A command QEMU runs under, e.g. `["ip", "netns", "exec", "NS"]`.
+    pub wrapper: Vec<String>,
 }
 
 impl Config {
@@ -121,6 +125,8 @@ impl Config {
             cpus: 2,
             forwards: Vec::new(),
             extra: Vec::new(),
+            netdev: None,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct Qemu {
     started: Instant,
     /// Where in the serial log [`Qemu::wait_for`] continues from.
     cursor: usize,
+    /// Where [`Qemu::wait_seen`] searches from (see [`Qemu::mark`]).
+    mark: usize,
 }
 
 impl Qemu {
@@ -191,7 +199,15 @@ impl Qemu {
         for (host, guest) in &cfg.forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let netdev = cfg.netdev.clone().unwrap_or(netdev);
+        let mut cmd = match cfg.wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg("qemu-system-x86_64");
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args(accel_args())
             .args([
                 "-machine",
@@ -245,6 +261,7 @@ impl Qemu {
             qmp: None,
             started: Instant::now(),
             cursor: 0,
+            mark: 0,
         };
         vm.connect_qmp(&qmp_path)?;
         Ok(vm)
@@ -313,6 +330,16 @@ impl Qemu {
         }
     }
 
+    /// Presses ctrl-alt-delete on the guest's keyboard.
+    pub fn ctrl_alt_delete(&mut self) -> Result<()> {
+        let keys = serde_json::json!({"keys": [
+            {"type": "qcode", "data": "ctrl"},
+            {"type": "qcode", "data": "alt"},
+            {"type": "qcode", "data": "delete"}
+        ]});
+        self.qmp("send-key", keys).map(|_| ())
+    }
+
     /// Presses the ACPI power button.
     pub fn power_button(&mut self) -> Result<()> {
         self.qmp("system_powerdown", serde_json::json!({}))
@@ -368,6 +395,39 @@ impl Qemu {
                     let line = rest[start..end].trim_end().to_string();
                     self.cursor += end;
                     return Ok(line);
+                }
+            }
+            if let Some(st) = self.try_exit_status()? {
+                return Err(Error::Timeout {
+                    what: format!("{needle:?} (qemu exited: {st})"),
+                    tail: self.tail(40),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("{needle:?} after {timeout:?}"),
+                    tail: self.tail(40),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Remembers the current end of the console: [`Qemu::wait_seen`] looks only at what
+    /// comes after (e.g. after a reboot).
+    pub fn mark(&mut self) {
+        self.mark = self.serial().len();
+    }
+
+    /// Waits until the console since the last [`Qemu::mark`] contains `needle`, in any
+    /// order relative to other waits (services and DHCP print concurrently).
+    pub fn wait_seen(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.serial();
+            if let Some(rest) = s.get(self.mark..) {
+                if let Some(line) = rest.lines().find(|l| l.contains(needle)) {
+                    return Ok(line.trim_end().to_string());
                 }
             }
             if let Some(st) = self.try_exit_status()? {
