@@ -15,7 +15,7 @@ GUEST_TARGET := x86_64-unknown-none
 GUEST_OUT := $(CURDIR)/target/guests
 STAGE := $(CURDIR)/scripts/stage
 
-.PHONY: help deps build tender guests image demo test fmt fmt-check clippy unit qemu bench clean
+.PHONY: help deps build tender guests image demo test fmt fmt-check clippy unit qemu repro bench clean
 
 help:
 	@echo "make deps    install what a fresh machine lacks (rustup targets, Debian packages)"
@@ -23,6 +23,7 @@ help:
 	@echo "make build   the static binaries, every example unikernel and the image"
 	@echo "make test    deps, build, fmt check, clippy -D warnings, all tests, QEMU boots (timed stages)"
 	@echo "make image   the firmware in build/image: petrel.img, petrel.efi, initramfs (IMAGE_VERSION=...)"
+	@echo "make repro   two clean builds of the image in different directories, compared byte for byte"
 	@echo "make bench   benchmarks (set HVT_BASELINE=/path/to/solo5-hvt for side-by-side ratios)"
 
 deps:
@@ -76,6 +77,10 @@ test:
 # The real image in QEMU (TCG here), one VM at a time.
 qemu:
 	cargo test --release --locked -p petrel-qemu-test -- --test-threads=1
+
+# Two full builds from clean clones in different directories must give identical bytes.
+repro:
+	scripts/repro
 
 # Boots the image with the serial console on this terminal (Ctrl-A X quits).
 demo: deps build
