@@ -159,6 +159,8 @@ pub fn load_modules(uevents: Option<&OwnedFd>) -> Option<Loader> {
         s.failed,
         start.elapsed().as_millis()
     );
+    let names: Vec<&str> = loader.loaded_names().collect();
+    info!("modules: loaded {}", names.join(" "));
     Some(loader)
 }
 

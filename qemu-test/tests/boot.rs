@@ -139,6 +139,24 @@ fn first_boot_unikernels_reboot_and_power_button() {
             .to_string()
     };
     assert!(line("petrel-init: data: grown from").contains("MiB to "));
+    let modules = line("petrel-init: modules: loaded ");
+    let loaded: Vec<&str> = modules.split_whitespace().collect();
+    for m in [
+        "virtio_net",
+        "virtio_blk",
+        "tun",
+        "bridge",
+        "kvm",
+        "vfat",
+        "ext4",
+        "i6300esb",
+    ] {
+        assert!(loaded.contains(&m), "module {m} not loaded: {modules}");
+    }
+    assert!(
+        loaded.contains(&"kvm_amd") || loaded.contains(&"kvm_intel"),
+        "a KVM vendor module: {modules}"
+    );
     line("petrel-init: hostname: qemu-test");
     let bridge = line("petrel-init: net: bridge service");
     assert!(bridge.contains("eth0"), "the uplink is enslaved: {bridge}");

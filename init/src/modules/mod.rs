@@ -112,7 +112,12 @@ impl Loader {
         }
     }
 
-    /// Whether `name` is loaded (by us, or found present).
+    /// The modules loaded so far, sorted by name.
+    pub fn loaded_names(&self) -> impl Iterator<Item = &str> {
+        self.loaded.iter().map(String::as_str)
+    }
+
+    /// Whether `name` was loaded by this loader (or was already in the kernel).
     pub fn is_loaded(&self, name: &str) -> bool {
         self.loaded.contains(name)
     }
