@@ -36,6 +36,66 @@ fn kernel_ms(serial: &str, needle: &str) -> Option<u64> {
     Some(secs * 1000 + micros / 1000)
 }
 
+fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+/// One boot's figures, from its console.
+struct Boot {
+    ready: u64,
+    start: u64,
+    modules: u64,
+    own: u64,
+}
+
+impl std::fmt::Display for Boot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ready at +{} ms after kernel start; init started at +{} ms; modules {} ms; init's own {} ms",
+            self.ready, self.start, self.modules, self.own
+        )
+    }
+}
+
+fn figures(serial: &str) -> Result<Boot, String> {
+    let ready_line = serial
+        .lines()
+        .find(|l| l.contains("petrel-init: ready (+"))
+        .ok_or("no ready line")?;
+    let ready = plus_ms(ready_line).ok_or("no time in the ready line")?;
+    let modules = serial
+        .lines()
+        .find(|l| l.contains("petrel-init: modules:") && l.contains(" loaded, "))
+        .and_then(in_ms)
+        .unwrap_or(0);
+    let start = kernel_ms(serial, "petrel-init: petrel-init").unwrap_or(0);
+    // What init spends between its start and ready, module loading excluded: init's own
+    // work (mounts, config, netlink, spawning) plus waiting on devices and entropy.
+    let own = ready.saturating_sub(start).saturating_sub(modules);
+    Ok(Boot {
+        ready,
+        start,
+        modules,
+        own,
+    })
+}
+
+#[derive(Default)]
+struct Figures {
+    ready: Vec<u64>,
+    modules: Vec<u64>,
+    own: Vec<u64>,
+}
+
+impl Figures {
+    fn push(&mut self, b: &Boot) {
+        self.ready.push(b.ready);
+        self.modules.push(b.modules);
+        self.own.push(b.own);
+    }
+}
+
 fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
@@ -64,53 +124,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nboots under QEMU ({}), {boots} runs:",
         accel_args().join(" ")
     );
-    let (mut ready, mut modules, mut init_own, mut wall) = (vec![], vec![], vec![], vec![]);
+    // Each run boots a fresh copy (a first boot: the data partition grows, the MAC secret
+    // is made, which waits for the kernel's entropy), then reboots it (an ordinary boot).
+    let mut first = Figures::default();
+    let mut later = Figures::default();
     for i in 0..boots {
         let mut vm = Qemu::boot(&Config::new(&img))?;
-        let line = vm.wait_for("petrel-init: ready (+", Duration::from_secs(300))?;
-        let serial = vm.serial();
-        let r = plus_ms(&line).ok_or("no time in the ready line")?;
-        let m = serial
-            .lines()
-            .find(|l| l.contains("petrel-init: modules:") && l.contains(" loaded, "))
-            .and_then(in_ms)
-            .unwrap_or(0);
-        let start = kernel_ms(&serial, "petrel-init: petrel-init").unwrap_or(0);
-        // What init spends between its start and ready, module loading excluded: that
-        // is init's own work (mounts, config, netlink, spawning) plus waiting on devices.
-        let own = r.saturating_sub(start).saturating_sub(m);
+        vm.wait_for("petrel-init: ready (+", Duration::from_secs(300))?;
+        let f = figures(&vm.serial())?;
         println!(
-            "  boot {}: ready at +{r} ms after kernel start; init started at +{start} ms; modules {m} ms; init's own {own} ms; QEMU wall {:.1} s",
+            "  run {} first boot: {f}; QEMU wall {:.1} s",
             i + 1,
             vm.elapsed().as_secs_f64()
         );
-        ready.push(r);
-        modules.push(m);
-        init_own.push(own);
-        wall.push(u64::try_from(vm.elapsed().as_millis()).unwrap_or(u64::MAX));
+        first.push(&f);
+        let mark = vm.serial().len();
+        vm.ctrl_alt_delete()?;
+        vm.wait_for("petrel-init: petrel-init", Duration::from_secs(300))?;
+        vm.wait_for("petrel-init: ready (+", Duration::from_secs(300))?;
+        let serial = vm.serial();
+        let f = figures(serial.get(mark..).unwrap_or_default())?;
+        println!("  run {} reboot:     {f}", i + 1);
+        later.push(&f);
         vm.kill();
     }
-    let (r, m, o) = (
-        median(&mut ready),
-        median(&mut modules),
-        median(&mut init_own),
-    );
-    println!("\n{:<44} {:>10}", "median", "ms");
-    println!("{:<44} {r:>10}", "kernel start -> petrel-init ready");
-    println!(
-        "{:<44} {m:>10}  ({:.0}% of boot)",
-        "module loading",
-        100.0 * m as f64 / r.max(1) as f64
-    );
-    println!(
-        "{:<44} {o:>10}  ({:.0}% of boot; target <= 10%)",
-        "init's own work (start -> ready, minus modules)",
-        100.0 * o as f64 / r.max(1) as f64
-    );
-    println!(
-        "{:<44} {:>10}",
-        "QEMU start -> ready, wall (incl. OVMF)",
-        median(&mut wall)
-    );
+    for (name, fig) in [("first boot", &mut first), ("later boots", &mut later)] {
+        let (r, m, o) = (
+            median(&mut fig.ready),
+            median(&mut fig.modules),
+            median(&mut fig.own),
+        );
+        println!("\n{name}, median{:>26} {:>10}", "", "ms");
+        println!("{:<44} {r:>10}", "kernel start -> petrel-init ready");
+        println!(
+            "{:<44} {m:>10}  ({:.0}% of boot)",
+            "module loading",
+            pct(m, r)
+        );
+        println!(
+            "{:<44} {o:>10}  ({:.0}% of boot; target <= 10%)",
+            "init's own work (start -> ready, minus modules)",
+            pct(o, r)
+        );
+    }
     Ok(())
 }
