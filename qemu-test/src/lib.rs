@@ -382,35 +382,47 @@ impl Qemu {
         }
     }
 
+    /// Polls the console until `find` (given the whole log) returns a line and the
+    /// position to continue from; fails if QEMU exits first or `timeout` passes.
+    fn poll_console(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+        find: impl Fn(&str) -> Option<(String, usize)>,
+    ) -> Result<(String, usize)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = find(&self.serial()) {
+                return Ok(found);
+            }
+            let what = if let Some(st) = self.try_exit_status()? {
+                format!("{needle:?} (qemu exited: {st})")
+            } else if Instant::now() > deadline {
+                format!("{needle:?} after {timeout:?}")
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            return Err(Error::Timeout {
+                what,
+                tail: self.tail(40),
+            });
+        }
+    }
+
     /// Waits until a console line after the previous match contains `needle`, and
     /// returns that line. Fails if QEMU exits first or `timeout` passes.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.serial();
-            if let Some(rest) = s.get(self.cursor..) {
-                if let Some(i) = rest.find(needle) {
-                    let start = rest[..i].rfind('\n').map_or(0, |j| j + 1);
-                    let end = rest[i..].find('\n').map_or(rest.len(), |j| i + j);
-                    let line = rest[start..end].trim_end().to_string();
-                    self.cursor += end;
-                    return Ok(line);
-                }
-            }
-            if let Some(st) = self.try_exit_status()? {
-                return Err(Error::Timeout {
-                    what: format!("{needle:?} (qemu exited: {st})"),
-                    tail: self.tail(40),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    what: format!("{needle:?} after {timeout:?}"),
-                    tail: self.tail(40),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let cursor = self.cursor;
+        let (line, end) = self.poll_console(needle, timeout, |s| {
+            let rest = s.get(cursor..)?;
+            let i = rest.find(needle)?;
+            let start = rest[..i].rfind('\n').map_or(0, |j| j + 1);
+            let end = rest[i..].find('\n').map_or(rest.len(), |j| i + j);
+            Some((rest[start..end].trim_end().to_string(), cursor + end))
+        })?;
+        self.cursor = end;
+        Ok(line)
     }
 
     /// Remembers the current end of the console: [`Qemu::wait_seen`] looks only at what
@@ -422,28 +434,12 @@ impl Qemu {
     /// Waits until the console since the last [`Qemu::mark`] contains `needle`, in any
     /// order relative to other waits (services and DHCP print concurrently).
     pub fn wait_seen(&mut self, needle: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.serial();
-            if let Some(rest) = s.get(self.mark..) {
-                if let Some(line) = rest.lines().find(|l| l.contains(needle)) {
-                    return Ok(line.trim_end().to_string());
-                }
-            }
-            if let Some(st) = self.try_exit_status()? {
-                return Err(Error::Timeout {
-                    what: format!("{needle:?} (qemu exited: {st})"),
-                    tail: self.tail(40),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    what: format!("{needle:?} after {timeout:?}"),
-                    tail: self.tail(40),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mark = self.mark;
+        let (line, _) = self.poll_console(needle, timeout, |s| {
+            let line = s.get(mark..)?.lines().find(|l| l.contains(needle))?;
+            Some((line.trim_end().to_string(), mark))
+        })?;
+        Ok(line)
     }
 
     /// Waits for QEMU to exit (e.g. after a poweroff) and returns its status.
