@@ -1,2 +1,18 @@
-//! The supervisor: owns the unikernels, their devices, consoles, restarts, persistent state and the management server
+//! The supervisor: owns the unikernels, their devices, consoles, restarts, persistent
+//! state and the management server.
+//!
+//! Layers (this crate is the library under the `petreld` binary):
+//! - [`state`]: the model of one unikernel, its spec and its runtime state.
+//! - [`machine`]: the pure transition function over all unikernels,
+//!   `handle(now, event) -> actions` plus `poll_at()`; no I/O, time is an argument.
+//! - [`mac`]: stable, secret-derived MAC addresses per (unikernel, device).
+//! - [`persist`]: the versioned, checksummed, atomically written state file.
+//!
+//! The daemon (sockets, TLS, spawning tenders, taps) executes the actions the machine
+//! returns and feeds it events; it holds no policy of its own.
 #![forbid(unsafe_code)]
+
+pub mod mac;
+pub mod machine;
+pub mod persist;
+pub mod state;

@@ -1,0 +1,300 @@
+//! The state file: self-describing, versioned, checksummed, written atomically, two copies.
+//!
+//! One file is one JSON object, the envelope
+//! `{"format":"petrel-state","version":1,"min_reader_version":1,"generation":N,
+//! "body_sha256":"<hex>","body":{...}}` where the checksum covers the exact bytes of
+//! `body` as they stand in the file. Fields are only ever added (with `#[serde(default)]`)
+//! and unknown ones are ignored, so the previous firmware reads what a newer one wrote;
+//! a writer that truly breaks compatibility raises `min_reader_version`.
+//!
+//! `state/` holds `state.json` and `state.json.bak`. [`Store::save`] writes the next
+//! generation to the primary, then to the backup, each atomically (temp file in the same
+//! directory, write, fsync, rename, fsync the directory). [`Store::open`] takes the
+//! valid copy with the highest generation and reports any torn or corrupt copy as a
+//! warning, so a crash or power cut at any instant leaves one good copy. Decoding never
+//! panics on any input and refuses files over [`MAX_STATE_BYTES`].
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::state::{ExitInfo, Spec};
+
+/// The `format` of a state file.
+pub const FORMAT: &str = "petrel-state";
+/// The version this code writes.
+pub const VERSION: u32 = 1;
+/// The highest `min_reader_version` this code can read.
+pub const READER_VERSION: u32 = 1;
+/// The primary copy.
+pub const PRIMARY: &str = "state.json";
+/// The backup copy.
+pub const BACKUP: &str = "state.json.bak";
+/// The largest state file we read (checked before reading it all).
+pub const MAX_STATE_BYTES: u64 = 64 << 20;
+
+/// One persisted unikernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// What the operator asked for.
+    pub spec: Spec,
+    /// Restarts by policy so far.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The last exit.
+    #[serde(default)]
+    pub last_exit: Option<ExitInfo>,
+}
+
+/// The body of a state file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    /// Every unikernel that exists (destroyed ones are never written).
+    #[serde(default)]
+    pub unikernels: Vec<Record>,
+}
+
+/// A decoded state file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Increases with every save; the newest valid copy wins.
+    pub generation: u64,
+    /// The content.
+    pub body: Body,
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    format: &'a str,
+    version: u32,
+    min_reader_version: u32,
+    generation: u64,
+    body_sha256: String,
+    body: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<'a> {
+    format: String,
+    #[serde(default)]
+    min_reader_version: u32,
+    generation: u64,
+    body_sha256: String,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+/// Why one copy of the state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not an envelope.
+    #[error("not a state file envelope")]
+    Envelope(#[source] serde_json::Error),
+    /// Another format.
+    #[error("format is {0:?}, not {FORMAT:?}")]
+    Format(String),
+    /// Written by a firmware that needs a newer reader.
+    #[error("needs reader version {0}, this firmware reads {READER_VERSION}")]
+    TooNew(u32),
+    /// The body does not match its checksum (torn or corrupted).
+    #[error("body checksum mismatch")]
+    Checksum,
+    /// The body does not parse.
+    #[error("body does not parse")]
+    Body(#[source] serde_json::Error),
+}
+
+/// Why the state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading a copy failed (other than not existing).
+    #[error("reading {0}")]
+    Io(PathBuf, #[source] io::Error),
+    /// A copy exists but no copy is valid.
+    #[error("no valid state copy in {dir}: {primary}; {backup}")]
+    NoValidCopy {
+        /// The state directory.
+        dir: PathBuf,
+        /// What is wrong with the primary.
+        primary: String,
+        /// What is wrong with the backup.
+        backup: String,
+    },
+}
+
+/// Why saving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Encoding failed.
+    #[error("encoding the state")]
+    Encode(#[source] serde_json::Error),
+    /// Writing a copy failed.
+    #[error("writing {0}")]
+    Io(PathBuf, #[source] io::Error),
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Encodes one copy of the state file.
+pub fn encode(generation: u64, body: &Body) -> Result<Vec<u8>, serde_json::Error> {
+    let body_json = serde_json::to_string(body)?;
+    let raw = RawValue::from_string(body_json)?;
+    let env = EnvelopeOut {
+        format: FORMAT,
+        version: VERSION,
+        min_reader_version: 1,
+        generation,
+        body_sha256: sha256_hex(raw.get().as_bytes()),
+        body: &raw,
+    };
+    let mut out = serde_json::to_vec(&env)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Decodes and verifies one copy of the state file. Never panics.
+pub fn decode(bytes: &[u8]) -> Result<State, DecodeError> {
+    let env: EnvelopeIn<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
+    if env.format != FORMAT {
+        return Err(DecodeError::Format(env.format));
+    }
+    if env.min_reader_version > READER_VERSION {
+        return Err(DecodeError::TooNew(env.min_reader_version));
+    }
+    if sha256_hex(env.body.get().as_bytes()) != env.body_sha256.to_ascii_lowercase() {
+        return Err(DecodeError::Checksum);
+    }
+    let body: Body = serde_json::from_str(env.body.get()).map_err(DecodeError::Body)?;
+    Ok(State {
+        generation: env.generation,
+        body,
+    })
+}
+
+/// The result of [`Store::open`].
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The newest valid state (empty on a fresh box).
+    pub state: State,
+    /// Copies that were ignored, and why (to log).
+    pub warnings: Vec<String>,
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    generation: u64,
+}
+
+fn read_capped(path: &Path) -> Result<Option<Vec<u8>>, io::Error> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_STATE_BYTES.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// Decodes one copy read from disk, or explains why not (a missing copy is not valid).
+fn check(bytes: Option<Vec<u8>>) -> Result<State, String> {
+    match bytes {
+        None => Err("missing".to_owned()),
+        Some(b) if b.len() as u64 > MAX_STATE_BYTES => Err("too large".to_owned()),
+        Some(b) => decode(&b).map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                msg = format!("{msg}: {src}");
+            }
+            msg
+        }),
+    }
+}
+
+impl Store {
+    /// Loads the newest valid copy from `dir`. A fresh directory (no copy at all) gives
+    /// an empty state; copies that exist but are all invalid give an error.
+    pub fn open(dir: &Path) -> Result<(Store, Loaded), LoadError> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            read_capped(&p).map_err(|e| LoadError::Io(p, e))
+        };
+        let (primary_bytes, backup_bytes) = (read(PRIMARY)?, read(BACKUP)?);
+        let fresh = primary_bytes.is_none() && backup_bytes.is_none();
+        let mut loaded = Loaded::default();
+        if !fresh {
+            let (p, b) = (check(primary_bytes), check(backup_bytes));
+            let state = match (p, b) {
+                (Ok(p), Ok(b)) => {
+                    if b.generation > p.generation {
+                        b
+                    } else {
+                        p
+                    }
+                }
+                (Ok(p), Err(e)) => {
+                    loaded.warnings.push(format!("{BACKUP} ignored: {e}"));
+                    p
+                }
+                (Err(e), Ok(b)) => {
+                    loaded.warnings.push(format!("{PRIMARY} ignored: {e}"));
+                    b
+                }
+                (Err(primary), Err(backup)) => {
+                    return Err(LoadError::NoValidCopy {
+                        dir: dir.to_owned(),
+                        primary,
+                        backup,
+                    });
+                }
+            };
+            loaded.state = state;
+        }
+        let store = Store {
+            dir: dir.to_owned(),
+            generation: loaded.state.generation,
+        };
+        Ok((store, loaded))
+    }
+
+    /// The generation of the last save (or load).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Saves the next generation: primary, then backup, each atomically.
+    pub fn save(&mut self, body: &Body) -> Result<(), SaveError> {
+        let generation = self.generation.saturating_add(1);
+        let bytes = encode(generation, body).map_err(SaveError::Encode)?;
+        self.write_copy(PRIMARY, &bytes)?;
+        self.generation = generation;
+        self.write_copy(BACKUP, &bytes)
+    }
+
+    /// Writes one copy atomically: temp file, write, fsync, rename, fsync the directory.
+    pub fn write_copy(&self, name: &str, bytes: &[u8]) -> Result<(), SaveError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let io_err = |e| SaveError::Io(path.clone(), e);
+        let mut f = File::create(&tmp).map_err(io_err)?;
+        f.write_all(bytes).map_err(io_err)?;
+        f.sync_all().map_err(io_err)?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err)
+    }
+}
