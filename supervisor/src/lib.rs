@@ -7,6 +7,7 @@
 //!   `handle(now, event) -> actions` plus `poll_at()`; no I/O, time is an argument.
 //! - [`mac`]: stable, secret-derived MAC addresses per (unikernel, device).
 //! - [`persist`]: the versioned, checksummed, atomically written state file.
+//! - [`quota`]: policies per identity path, checked on every prefix, summed over subtrees.
 //!
 //! The daemon (sockets, TLS, spawning tenders, taps) executes the actions the machine
 //! returns and feeds it events; it holds no policy of its own.
@@ -15,4 +16,5 @@
 pub mod mac;
 pub mod machine;
 pub mod persist;
+pub mod quota;
 pub mod state;
