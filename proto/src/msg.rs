@@ -86,16 +86,46 @@ impl Hello {
     }
 }
 
+impl Hello {
+    /// The daemon's check of a connection's first message: the version to use, or the
+    /// reply to send (id 0) before closing: [`ErrorKind::Malformed`] if it is not a
+    /// hello, [`ErrorKind::VersionMismatch`] if no version fits.
+    pub fn accept(&self, first: &Message) -> Result<u16, Reply> {
+        match first {
+            Message::Hello(peer) => self.negotiate(peer).map_err(|e| e.to_reply()),
+            _ => Err(Reply::error(
+                RequestId(0),
+                ErrorKind::Malformed,
+                "the first message must be a hello",
+            )),
+        }
+    }
+}
+
+impl Reply {
+    /// An error reply.
+    pub fn error(id: RequestId, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            body: ReplyBody::Error(Error::new(kind, message)),
+        }
+    }
+}
+
+impl Error {
+    /// An error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
 impl VersionMismatch {
     /// The reply a daemon sends before closing.
     pub fn to_reply(&self) -> Reply {
-        Reply {
-            id: RequestId(0),
-            body: ReplyBody::Error(Error {
-                kind: ErrorKind::VersionMismatch,
-                message: self.to_string(),
-            }),
-        }
+        Reply::error(RequestId(0), ErrorKind::VersionMismatch, self.to_string())
     }
 }
 
@@ -154,7 +184,7 @@ pub enum Command {
         name: Option<FullName>,
     },
     /// Create and start a unikernel. Reply: `Unikernel`.
-    Create(CreateSpec),
+    Create(Box<CreateSpec>),
     /// Stop and forget a unikernel. Reply: `Ok`.
     Destroy {
         /// Which.
@@ -401,7 +431,7 @@ pub enum ReplyBody {
     /// Stream now (see [`Command`]).
     Proceed,
     /// One unikernel.
-    Unikernel(UnikernelInfo),
+    Unikernel(Box<UnikernelInfo>),
     /// Several unikernels.
     Info(Vec<UnikernelInfo>),
     /// Resource usage.

@@ -279,6 +279,21 @@ fn version_negotiation() {
         agent: String::new(),
     };
     assert!(ours.negotiate(&too_old).is_err());
+    let hello = Message::Hello(Hello::new("petrelctl"));
+    assert_eq!(ours.accept(&hello), Ok(PROTOCOL_VERSION));
+    assert_eq!(
+        ours.accept(&Message::Hello(too_new.clone())),
+        Err(err.to_reply())
+    );
+    let early = ours.accept(&req(1, Command::Reboot)).unwrap_err();
+    assert_eq!(early.id, RequestId(0));
+    assert!(matches!(
+        early.body,
+        ReplyBody::Error(Error {
+            kind: ErrorKind::Malformed,
+            ..
+        })
+    ));
     let inverted = Hello {
         version: 1,
         min_version: 2,

@@ -62,8 +62,8 @@ pub fn policy() -> Policy {
     }
 }
 
-pub fn create_spec(image: ImageSource, restart: RestartPolicy) -> CreateSpec {
-    CreateSpec {
+pub fn create_spec(image: ImageSource, restart: RestartPolicy) -> Box<CreateSpec> {
+    Box::new(CreateSpec {
         name: full("ops/alice:web"),
         image,
         args: vec!["--port=80".into()],
@@ -80,7 +80,7 @@ pub fn create_spec(image: ImageSource, restart: RestartPolicy) -> CreateSpec {
         restart,
         priority: -5,
         cpu_affinity: vec![1],
-    }
+    })
 }
 
 pub fn info(state: UnikernelState, last_exit: Option<LastExit>) -> UnikernelInfo {
@@ -246,7 +246,10 @@ pub fn every_message() -> Vec<Message> {
         req(25, Command::Cancel { id: RequestId(3) }),
         reply(1, ReplyBody::Ok),
         reply(2, ReplyBody::Proceed),
-        reply(3, ReplyBody::Unikernel(info(UnikernelState::Running, None))),
+        reply(
+            3,
+            ReplyBody::Unikernel(Box::new(info(UnikernelState::Running, None))),
+        ),
         reply(
             4,
             ReplyBody::Info(vec![
