@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::persist::Record;
-use crate::state::{ExitInfo, ExitStatus, RunState, Spec, Unikernel};
+use crate::state::{ExitInfo, ExitStatus, RunState, Spec, SpecError, Unikernel};
 
 /// `SIGTERM`: the clean stop request (the tender exits 1 on it, which is expected).
 pub const SIGTERM: i32 = 15;
@@ -120,6 +120,9 @@ pub enum Error {
     /// The supervisor is shutting down.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// The spec is not valid.
+    #[error("invalid unikernel spec")]
+    InvalidSpec(#[source] SpecError),
 }
 
 /// Why we asked a tender to stop, so its exit is not taken for a crash.
@@ -236,6 +239,7 @@ impl Machine {
             }
             Event::Create(spec) => {
                 self.refuse_if_shutting_down()?;
+                spec.validate().map_err(Error::InvalidSpec)?;
                 let name = spec.name.clone();
                 if self.entries.contains_key(&name) {
                     return Err(Error::AlreadyExists(name));
@@ -842,6 +846,20 @@ mod tests {
             ]
         );
         assert_eq!(m.get("ops:a").map(|u| u.restart_count), Some(2));
+    }
+
+    #[test]
+    fn invalid_spec_refused() {
+        let mut m = Machine::new();
+        let bad = Spec {
+            memory_mib: 0,
+            ..spec("ops:a", RestartPolicy::Never, 0)
+        };
+        assert_eq!(
+            m.handle(secs(0), Event::Create(bad)),
+            Err(Error::InvalidSpec(SpecError::Memory))
+        );
+        assert!(m.get("ops:a").is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use hvt_abi::abi::MFT_NAME_MAX;
 use serde::{Deserialize, Serialize};
 
 use crate::mac::Mac;
@@ -156,6 +157,79 @@ impl Unikernel {
     }
 }
 
+impl NetDevice {
+    /// A device with its MAC derived from the box's `secret` (see [`crate::mac`]).
+    pub fn derive(secret: &[u8], full_name: &str, name: &str, bridge: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            bridge: bridge.to_owned(),
+            mac: crate::mac::derive_mac(secret, full_name, name),
+        }
+    }
+}
+
+/// Why a [`Spec`] is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Not `owner:name` with a valid owner identity path and a non-empty name.
+    #[error("{0:?} is not a valid full unikernel name (owner:name)")]
+    Name(String),
+    /// Not 64 lowercase hex digits.
+    #[error("image sha256 {0:?} is not 64 lowercase hex digits")]
+    ImageSha256(String),
+    /// Zero memory.
+    #[error("memory must be at least 1 MiB")]
+    Memory,
+    /// Two devices with the same name.
+    #[error("device {0:?} appears twice")]
+    DuplicateDevice(String),
+    /// An empty or overlong device name.
+    #[error("device name {0:?} is empty or longer than {MFT_NAME_MAX} bytes")]
+    DeviceName(String),
+}
+
+impl Spec {
+    /// The owner identity path (`ops/alice` of `ops/alice:web`).
+    pub fn owner(&self) -> &str {
+        self.name.split_once(':').map_or("", |(o, _)| o)
+    }
+
+    /// Checks what the operator sent before anything is created.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let ok_name = self.name.split_once(':').is_some_and(|(owner, n)| {
+            crate::quota::is_valid_identity(owner)
+                && !n.is_empty()
+                && !n.contains([':', '/'])
+                && !n.chars().any(char::is_control)
+        });
+        if !ok_name {
+            return Err(SpecError::Name(self.name.clone()));
+        }
+        let h = &self.image_sha256;
+        if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(SpecError::ImageSha256(h.clone()));
+        }
+        if self.memory_mib == 0 {
+            return Err(SpecError::Memory);
+        }
+        let mut seen = BTreeSet::new();
+        let names = self
+            .net
+            .iter()
+            .map(|d| &d.name)
+            .chain(self.block.iter().map(|d| &d.name));
+        for n in names {
+            if n.is_empty() || n.len() > MFT_NAME_MAX {
+                return Err(SpecError::DeviceName(n.clone()));
+            }
+            if !seen.insert(n) {
+                return Err(SpecError::DuplicateDevice(n.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RestartPolicy {
     /// Whether an exit with `status` calls for a restart.
     pub fn wants_restart(&self, status: ExitStatus) -> bool {
@@ -180,6 +254,63 @@ mod tests {
         assert!(!on.wants_restart(ExitStatus::Signal(9)));
         assert!(RestartPolicy::Always.wants_restart(ExitStatus::SpawnFailed));
         assert!(!RestartPolicy::Never.wants_restart(ExitStatus::Code(1)));
+    }
+
+    fn good() -> Spec {
+        Spec {
+            name: "ops/alice:web".into(),
+            image_sha256: "0f".repeat(32),
+            args: vec![],
+            memory_mib: 32,
+            cpus: vec![],
+            net: vec![NetDevice::derive(
+                b"s",
+                "ops/alice:web",
+                "service",
+                "service",
+            )],
+            block: vec![BlockDevice {
+                name: "storage".into(),
+                volume: "ops/alice:disk".into(),
+            }],
+            restart: RestartPolicy::Always,
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(good().validate(), Ok(()));
+        assert_eq!(good().owner(), "ops/alice");
+        for bad in ["web", ":web", "ops:", "ops//a:web", "ops:we:b", "ops:a/b"] {
+            let s = Spec {
+                name: bad.into(),
+                ..good()
+            };
+            assert_eq!(s.validate(), Err(SpecError::Name(bad.into())), "{bad}");
+        }
+        let s = Spec {
+            image_sha256: "0F".repeat(32),
+            ..good()
+        };
+        assert!(matches!(s.validate(), Err(SpecError::ImageSha256(_))));
+        let s = Spec {
+            memory_mib: 0,
+            ..good()
+        };
+        assert_eq!(s.validate(), Err(SpecError::Memory));
+        let mut s = good();
+        s.block[0].name = "service".into();
+        assert_eq!(
+            s.validate(),
+            Err(SpecError::DuplicateDevice("service".into()))
+        );
+        s.block[0].name = "x".repeat(MFT_NAME_MAX + 1);
+        assert!(matches!(s.validate(), Err(SpecError::DeviceName(_))));
+        assert_eq!(
+            good().net[0].mac,
+            crate::mac::derive_mac(b"s", "ops/alice:web", "service")
+        );
     }
 
     #[test]
