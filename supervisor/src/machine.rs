@@ -13,6 +13,37 @@
 //! - `Persist`: write [`Machine::snapshot`] with [`crate::persist`] *before* replying to
 //!   the request that caused it, so nothing acknowledged is lost.
 //! - A destroyed unikernel leaves the snapshot at once, even while its tender dies.
+//!
+//! ```
+//! use std::time::Duration;
+//! use petreld::machine::{Action, Event, Machine};
+//! use petreld::state::{ExitStatus, RestartPolicy, Spec};
+//!
+//! let spec = Spec {
+//!     name: "ops:web".into(),
+//!     image_sha256: "ab".repeat(32),
+//!     args: vec![],
+//!     memory_mib: 32,
+//!     cpus: vec![],
+//!     net: vec![],
+//!     block: vec![],
+//!     restart: RestartPolicy::Always,
+//!     priority: 0,
+//! };
+//! let mut m = Machine::new();
+//! let t0 = Duration::ZERO;
+//! let a = m.handle(t0, Event::Create(spec))?;
+//! assert_eq!(a, [Action::Persist, Action::Spawn { name: "ops:web".into() }]);
+//! m.handle(t0, Event::TenderStarted { name: "ops:web".into(), pid: 42 })?;
+//! // It crashes at once: the restart waits for the backoff timer.
+//! let t1 = Duration::from_millis(300);
+//! let exit = Event::TenderExited { name: "ops:web".into(), status: ExitStatus::Code(2), reason: "oops".into() };
+//! assert_eq!(m.handle(t1, exit)?, [Action::RemoveDevices { name: "ops:web".into() }]);
+//! let due = m.poll_at().expect("a timer");
+//! assert_eq!(due, t1 + Duration::from_secs(1));
+//! assert_eq!(m.handle(due, Event::Tick)?, [Action::Spawn { name: "ops:web".into() }]);
+//! # Ok::<(), petreld::machine::Error>(())
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
