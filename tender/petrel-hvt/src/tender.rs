@@ -104,7 +104,7 @@ pub struct Tender {
     dumpcore: Option<PathBuf>,
     /// Our pid, read before the seccomp filter (which has no `getpid`) for core names.
     pid: u32,
-    /// Warnings printed during setup (e.g. memory rounding), already shown.
+    /// The boot info handed to the guest (memory size, kernel end, TSC frequency, addresses).
     pub boot_info: HvtBootInfo,
 }
 
