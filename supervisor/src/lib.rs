@@ -13,6 +13,7 @@
 //! returns and feeds it events; it holds no policy of its own.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod mac;
 pub mod machine;
 pub mod persist;
