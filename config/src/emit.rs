@@ -51,5 +51,24 @@ pub(crate) fn to_toml(c: &Config) -> String {
         let _ = writeln!(out, "command = {}", strings(&s.command));
         let _ = writeln!(out, "restart = {}", string(&s.restart.to_string()));
     }
+    let m = &c.management;
+    out.push_str("\n[management]\n");
+    if let Some(admin) = &m.admin {
+        let _ = writeln!(out, "admin = {}", string(admin));
+    }
+    let _ = writeln!(out, "listen = {}", string(&m.listen.to_string()));
+    if let Some(metrics) = &m.metrics {
+        let _ = writeln!(out, "metrics = {}", string(&metrics.to_string()));
+    }
+    for u in &c.unikernels {
+        let _ = writeln!(out, "\n[[unikernels]]");
+        let _ = writeln!(out, "name = {}", string(&u.name));
+        let _ = writeln!(out, "image = {}", string(&u.image));
+        let _ = writeln!(out, "memory_mib = {}", u.memory_mib);
+        let _ = writeln!(out, "args = {}", strings(&u.args));
+        let _ = writeln!(out, "net = {}", strings(&u.net));
+        let _ = writeln!(out, "restart = {}", string(&u.restart.to_string()));
+        let _ = writeln!(out, "priority = {}", u.priority);
+    }
     out
 }

@@ -1,5 +1,6 @@
 //! The device configuration: one schema and parser for `petrel/config.toml` on the ESP,
-//! shared by `petrel-init`, `petrel-image provision` and later `petreld`/`petrelctl`.
+//! shared by `petrel-init`, `petrel-image provision` and `petreld` (`[management]`,
+//! `[[unikernels]]`).
 //!
 //! The schema is the one in `docs/formats.md`. [`Config::parse`] turns TOML text into
 //! typed values ([`Ipv4Mode::Static`] carries an [`Ipv4Addr`] and a prefix, not a
@@ -30,7 +31,7 @@ mod emit;
 mod parse;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The schema version this firmware writes and fully understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -59,6 +60,28 @@ pub const TRIAL_DEADLINE_SECS_RANGE: std::ops::RangeInclusive<u32> = 30..=86_400
 /// Linux's limit on an interface name (`IFNAMSIZ` - 1), in bytes.
 pub const IFNAME_MAX_BYTES: usize = 15;
 
+/// The management listener's default address: every interface, TCP port 1025.
+pub const DEFAULT_MANAGEMENT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 1025);
+
+/// Where autostart images live, relative to the ESP's root.
+pub const IMAGES_DIR: &str = "petrel/images";
+
+/// The default guest memory of an autostart unikernel, in MiB.
+pub const DEFAULT_UNIKERNEL_MEMORY_MIB: u32 = 32;
+
+/// The accepted range of `unikernels.memory_mib`: 1 MiB to 64 GiB.
+pub const UNIKERNEL_MEMORY_MIB_RANGE: std::ops::RangeInclusive<u32> = 1..=65_536;
+
+/// The longest unikernel name or identity component, in bytes (as `petrel-proto`).
+pub const NAME_MAX_BYTES: usize = 64;
+
+/// The most components an identity path may have (as `petrel-proto`).
+pub const IDENTITY_MAX_DEPTH: usize = 16;
+
+/// The longest device name of a Solo5 manifest (`MFT_NAME_MAX`), in bytes.
+pub const DEVICE_NAME_MAX_BYTES: usize = 67;
+
 /// The whole device configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -75,6 +98,53 @@ pub struct Config {
     pub boot: Boot,
     /// `[[services]]`: programs PID 1 starts and restarts, names unique.
     pub services: Vec<Service>,
+    /// `[management]`: how `petreld` is reached and who administers it.
+    pub management: Management,
+    /// `[[unikernels]]`: unikernels `petreld` imports and starts at boot, names unique.
+    pub unikernels: Vec<Autostart>,
+}
+
+/// `[management]`: the settings of `petreld`'s management interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    /// The operator's top identity (a path like `ops`, see DESIGN §5), given every
+    /// right; `None`: only the identities with a policy have any.
+    pub admin: Option<String>,
+    /// The mutual-TLS listener ([`DEFAULT_MANAGEMENT_LISTEN`]).
+    pub listen: SocketAddr,
+    /// The OpenMetrics listener (plain HTTP); `None`: off.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// One `[[unikernels]]` entry: a unikernel `petreld` starts at boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Autostart {
+    /// Its name: 1 to [`NAME_MAX_BYTES`] bytes of `[A-Za-z0-9_-]`, unique.
+    pub name: String,
+    /// The image: a file name in [`IMAGES_DIR`] on the ESP (no `/`, not starting
+    /// with `.`, 1 to 255 bytes of `[A-Za-z0-9_.-]`).
+    pub image: String,
+    /// Guest memory in MiB ([`UNIKERNEL_MEMORY_MIB_RANGE`], default
+    /// [`DEFAULT_UNIKERNEL_MEMORY_MIB`]).
+    pub memory_mib: u32,
+    /// The unikernel's command line; no NUL bytes.
+    pub args: Vec<String>,
+    /// Its network devices, device names unique; each bridge is a configured bridge.
+    pub net: Vec<NetAttach>,
+    /// When it is restarted after it exits (default [`Restart::Always`]).
+    pub restart: Restart,
+    /// Start order at boot: higher first (default 0).
+    pub priority: i32,
+}
+
+/// A network device of an autostart unikernel: `"DEV"` (on [`DEFAULT_BRIDGE`]) or
+/// `"DEV=BRIDGE"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAttach {
+    /// The manifest's device name: 1 to [`DEVICE_NAME_MAX_BYTES`] bytes of `[A-Za-z0-9_-]`.
+    pub device: String,
+    /// The bridge its tap joins.
+    pub bridge: String,
 }
 
 /// `[network]`.
@@ -185,13 +255,14 @@ pub struct Service {
     pub restart: Restart,
 }
 
-/// A service's restart policy (default [`Restart::Always`]).
+/// A service's or autostart unikernel's restart policy (default [`Restart::Always`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Restart {
     /// `"always"`.
     #[default]
     Always,
-    /// `"on-failure"`: after a non-zero exit or a signal.
+    /// `"on-failure"`: after a non-zero exit or a signal (a unikernel: a non-zero exit
+    /// code, or its tender killed).
     OnFailure,
     /// `"never"`.
     Never,
@@ -244,7 +315,26 @@ impl Default for Config {
             time: Time::default(),
             boot: Boot::default(),
             services: Vec::new(),
+            management: Management::default(),
+            unikernels: Vec::new(),
         }
+    }
+}
+
+impl Default for Management {
+    fn default() -> Management {
+        Management {
+            admin: None,
+            listen: DEFAULT_MANAGEMENT_LISTEN,
+            metrics: None,
+        }
+    }
+}
+
+impl fmt::Display for NetAttach {
+    /// The config syntax: `DEV=BRIDGE`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.device, self.bridge)
     }
 }
 
@@ -289,6 +379,11 @@ impl Config {
     /// `Config::parse(&c.to_toml())` gives `c` back.
     pub fn to_toml(&self) -> String {
         emit::to_toml(self)
+    }
+
+    /// The autostart unikernel named `name`, if configured.
+    pub fn unikernel(&self, name: &str) -> Option<&Autostart> {
+        self.unikernels.iter().find(|u| u.name == name)
     }
 
     /// The bridge named `name`, if configured.

@@ -1,17 +1,21 @@
 //! TOML text → raw serde structs (every value with its span) → validated [`Config`].
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    Boot, Bridge, Config, ConfigError, IFNAME_MAX_BYTES, Ipv4Mode, Ipv6Mode, MIN_MTU, Network,
-    NtpServer, Parsed, Position, Restart, SCHEMA_VERSION, Service, TRIAL_DEADLINE_SECS_RANGE, Time,
-    Uplink,
+    Autostart, Boot, Bridge, Config, ConfigError, DEFAULT_BRIDGE, DEFAULT_UNIKERNEL_MEMORY_MIB,
+    DEVICE_NAME_MAX_BYTES, IDENTITY_MAX_DEPTH, IFNAME_MAX_BYTES, Ipv4Mode, Ipv6Mode, MIN_MTU,
+    Management, NAME_MAX_BYTES, NetAttach, Network, NtpServer, Parsed, Position, Restart,
+    SCHEMA_VERSION, Service, TRIAL_DEADLINE_SECS_RANGE, Time, UNIKERNEL_MEMORY_MIB_RANGE, Uplink,
 };
+
+/// Bytes of an autostart image's file name, at most.
+const IMAGE_NAME_MAX_BYTES: usize = 255;
 
 /// Bytes of a service name, at most.
 const SERVICE_NAME_MAX_BYTES: usize = 64;
@@ -28,6 +32,28 @@ struct RawConfig {
     time: RawTime,
     boot: RawBoot,
     services: Vec<Spanned<RawService>>,
+    management: RawManagement,
+    unikernels: Vec<Spanned<RawUnikernel>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawManagement {
+    admin: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawUnikernel {
+    name: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    memory_mib: Option<Spanned<i64>>,
+    args: Vec<Spanned<String>>,
+    net: Vec<Spanned<String>>,
+    restart: Option<Spanned<String>>,
+    priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -182,6 +208,8 @@ fn validate(
     config.time = time(src, raw.time)?;
     config.boot = boot(src, raw.boot)?;
     config.services = services(src, raw.services)?;
+    config.management = management(src, raw.management)?;
+    config.unikernels = unikernels(src, raw.unikernels, &config.network)?;
     Ok(config)
 }
 
@@ -542,20 +570,7 @@ fn services(src: &Source<'_>, raw: Vec<Spanned<RawService>>) -> Result<Vec<Servi
                 format!("service {name:?}: command has a NUL character"),
             ));
         }
-        let restart = match &rs.restart {
-            None => Restart::default(),
-            Some(r) => match r.get_ref().as_str() {
-                "always" => Restart::Always,
-                "on-failure" => Restart::OnFailure,
-                "never" => Restart::Never,
-                other => {
-                    return Err(src.at(
-                        r,
-                        format!("restart {other:?} is not \"always\", \"on-failure\" or \"never\""),
-                    ));
-                }
-            },
-        };
+        let restart = restart(src, rs.restart.as_ref())?;
         out.push(Service {
             name: n.into_inner(),
             command: cmd
@@ -567,6 +582,220 @@ fn services(src: &Source<'_>, raw: Vec<Spanned<RawService>>) -> Result<Vec<Servi
         });
     }
     Ok(out)
+}
+
+fn restart(src: &Source<'_>, raw: Option<&Spanned<String>>) -> Result<Restart, ConfigError> {
+    let Some(r) = raw else {
+        return Ok(Restart::default());
+    };
+    match r.get_ref().as_str() {
+        "always" => Ok(Restart::Always),
+        "on-failure" => Ok(Restart::OnFailure),
+        "never" => Ok(Restart::Never),
+        other => Err(src.at(
+            r,
+            format!("restart {other:?} is not \"always\", \"on-failure\" or \"never\""),
+        )),
+    }
+}
+
+fn management(src: &Source<'_>, raw: RawManagement) -> Result<Management, ConfigError> {
+    let mut m = Management::default();
+    if let Some(a) = raw.admin {
+        if !is_identity(a.get_ref()) {
+            return Err(src.at(
+                &a,
+                format!(
+                    "admin {:?} is not an identity path (1 to {IDENTITY_MAX_DEPTH} components of 1 to {NAME_MAX_BYTES} letters, digits, '_', '-' and '.', joined by '/')",
+                    a.get_ref()
+                ),
+            ));
+        }
+        m.admin = Some(a.into_inner());
+    }
+    if let Some(l) = raw.listen {
+        m.listen = socket_addr(src, "listen", &l)?;
+    }
+    if let Some(x) = raw.metrics.filter(|x| !x.get_ref().is_empty()) {
+        m.metrics = Some(socket_addr(src, "metrics", &x)?);
+    }
+    Ok(m)
+}
+
+/// `ADDR:PORT` (`[V6]:PORT` for IPv6) with a port other than 0.
+fn socket_addr(
+    src: &Source<'_>,
+    key: &str,
+    v: &Spanned<String>,
+) -> Result<SocketAddr, ConfigError> {
+    match v.get_ref().parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err(src.at(v, format!("{key} {:?} has port 0", v.get_ref()))),
+        Err(_) => Err(src.at(
+            v,
+            format!(
+                "{key} {:?} is not ADDR:PORT (an IP address, [brackets] around IPv6, and a port)",
+                v.get_ref()
+            ),
+        )),
+    }
+}
+
+fn unikernels(
+    src: &Source<'_>,
+    raw: Vec<Spanned<RawUnikernel>>,
+    network: &Network,
+) -> Result<Vec<Autostart>, ConfigError> {
+    let mut out: Vec<Autostart> = Vec::with_capacity(raw.len());
+    let mut names = HashSet::new();
+    for ru in raw {
+        let span = ru.span();
+        let ru = ru.into_inner();
+        let Some(n) = ru.name else {
+            return Err(src.error(span, "unikernel without a name"));
+        };
+        let name = n.get_ref();
+        if !is_name(name, NAME_MAX_BYTES) {
+            return Err(src.at(
+                &n,
+                format!(
+                    "unikernel name {name:?} is not 1 to {NAME_MAX_BYTES} letters, digits, '_' and '-'"
+                ),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(src.at(&n, format!("unikernel name {name:?} is used twice")));
+        }
+        let Some(image) = ru.image else {
+            return Err(src.at(&n, format!("unikernel {name:?} has no image")));
+        };
+        if !is_image_file(image.get_ref()) {
+            return Err(src.at(
+                &image,
+                format!(
+                    "unikernel {name:?}: image {:?} is not a file name in petrel/images/ (1 to {IMAGE_NAME_MAX_BYTES} letters, digits, '_', '-' and '.', not starting with '.')",
+                    image.get_ref()
+                ),
+            ));
+        }
+        let memory_mib = match ru.memory_mib {
+            None => DEFAULT_UNIKERNEL_MEMORY_MIB,
+            Some(m) => match u32::try_from(*m.get_ref()) {
+                Ok(v) if UNIKERNEL_MEMORY_MIB_RANGE.contains(&v) => v,
+                _ => {
+                    return Err(src.at(
+                        &m,
+                        format!(
+                            "unikernel {name:?}: memory_mib {} is outside {}..={}",
+                            m.get_ref(),
+                            UNIKERNEL_MEMORY_MIB_RANGE.start(),
+                            UNIKERNEL_MEMORY_MIB_RANGE.end()
+                        ),
+                    ));
+                }
+            },
+        };
+        if let Some(arg) = ru.args.iter().find(|a| a.get_ref().contains('\0')) {
+            return Err(src.at(
+                arg,
+                format!("unikernel {name:?}: args have a NUL character"),
+            ));
+        }
+        let mut net: Vec<NetAttach> = Vec::with_capacity(ru.net.len());
+        for d in &ru.net {
+            let (device, bridge) = d
+                .get_ref()
+                .split_once('=')
+                .unwrap_or((d.get_ref().as_str(), DEFAULT_BRIDGE));
+            if !is_name(device, DEVICE_NAME_MAX_BYTES) {
+                return Err(src.at(
+                    d,
+                    format!(
+                        "unikernel {name:?}: net {:?} is not DEV or DEV=BRIDGE (DEV: 1 to {DEVICE_NAME_MAX_BYTES} letters, digits, '_' and '-')",
+                        d.get_ref()
+                    ),
+                ));
+            }
+            if network.bridges.iter().all(|b| b.name != bridge) {
+                return Err(src.at(
+                    d,
+                    format!(
+                        "unikernel {name:?}: net {:?}: no bridge {bridge:?} in [network]",
+                        d.get_ref()
+                    ),
+                ));
+            }
+            if net.iter().any(|a| a.device == device) {
+                return Err(src.at(
+                    d,
+                    format!("unikernel {name:?}: device {device:?} is attached twice"),
+                ));
+            }
+            net.push(NetAttach {
+                device: device.to_string(),
+                bridge: bridge.to_string(),
+            });
+        }
+        let restart = restart(src, ru.restart.as_ref())?;
+        let priority = match ru.priority {
+            None => 0,
+            Some(p) => i32::try_from(*p.get_ref()).map_err(|_| {
+                src.at(
+                    &p,
+                    format!(
+                        "unikernel {name:?}: priority {} is outside {}..={}",
+                        p.get_ref(),
+                        i32::MIN,
+                        i32::MAX
+                    ),
+                )
+            })?,
+        };
+        out.push(Autostart {
+            name: n.into_inner(),
+            image: image.into_inner(),
+            memory_mib,
+            args: ru.args.into_iter().map(Spanned::into_inner).collect(),
+            net,
+            restart,
+            priority,
+        });
+    }
+    Ok(out)
+}
+
+/// 1 to `max` bytes of `[A-Za-z0-9_-]`.
+fn is_name(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// An identity path: 1 to [`IDENTITY_MAX_DEPTH`] components joined by `/`, each 1 to
+/// [`NAME_MAX_BYTES`] bytes of `[A-Za-z0-9_.-]` and not `.` or `..`.
+fn is_identity(s: &str) -> bool {
+    let mut depth = 0;
+    for c in s.split('/') {
+        depth += 1;
+        let ok = (1..=NAME_MAX_BYTES).contains(&c.len())
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            return false;
+        }
+    }
+    depth <= IDENTITY_MAX_DEPTH
+}
+
+/// A plain file name: 1 to [`IMAGE_NAME_MAX_BYTES`] bytes of `[A-Za-z0-9_.-]`, not
+/// starting with `.` (so never `.`, `..` or hidden).
+fn is_image_file(s: &str) -> bool {
+    (1..=IMAGE_NAME_MAX_BYTES).contains(&s.len())
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
 /// An RFC 1123 label: 1 to 63 letters, digits and '-', not starting or ending with '-'.

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use petrel_config::{
-    Boot, Bridge, Config, ConfigError, Ipv4Mode, Ipv6Mode, Network, NtpServer, Parsed, Position,
-    Restart, Service, Time, Uplink,
+    Autostart, Boot, Bridge, Config, ConfigError, Ipv4Mode, Ipv6Mode, Management, NetAttach,
+    Network, NtpServer, Parsed, Position, Restart, Service, Time, Uplink,
 };
 
 /// The example of `docs/formats.md`, read from there so that the two cannot drift.
@@ -56,6 +56,24 @@ restart = "on-failure"
 name = "time.v2"
 command = ["/bin/petrel-hvt", "a \"quoted\" arg\twith tab", "ünïcode"]
 restart = "never"
+
+[management]
+admin = "ops/eu.west"
+listen = "[2001:db8::10]:8443"
+metrics = "127.0.0.1:9100"
+
+[[unikernels]]
+name = "web"
+image = "web-1.2.hvt"
+memory_mib = 64
+args = ["--ipv4=192.0.2.100/24", "--name=\"x\""]
+net = ["service", "admin=internal_0"]
+restart = "on-failure"
+priority = -5
+
+[[unikernels]]
+name = "dns_0"
+image = "dns.hvt"
 "#;
 
 fn parse(text: &str) -> Parsed {
@@ -125,6 +143,40 @@ fn full_config() -> Config {
                 restart: Restart::Never,
             },
         ],
+        management: Management {
+            admin: Some("ops/eu.west".into()),
+            listen: "[2001:db8::10]:8443".parse().unwrap(),
+            metrics: Some("127.0.0.1:9100".parse().unwrap()),
+        },
+        unikernels: vec![
+            Autostart {
+                name: "web".into(),
+                image: "web-1.2.hvt".into(),
+                memory_mib: 64,
+                args: vec!["--ipv4=192.0.2.100/24".into(), "--name=\"x\"".into()],
+                net: vec![
+                    NetAttach {
+                        device: "service".into(),
+                        bridge: "service".into(),
+                    },
+                    NetAttach {
+                        device: "admin".into(),
+                        bridge: "internal_0".into(),
+                    },
+                ],
+                restart: Restart::OnFailure,
+                priority: -5,
+            },
+            Autostart {
+                name: "dns_0".into(),
+                image: "dns.hvt".into(),
+                memory_mib: 32,
+                args: vec![],
+                net: vec![],
+                restart: Restart::Always,
+                priority: 0,
+            },
+        ],
     }
 }
 
@@ -148,6 +200,10 @@ fn defaults() {
     assert_eq!(c.boot.trial_deadline_secs, 300);
     assert!(c.boot.watchdog);
     assert!(c.services.is_empty());
+    assert_eq!(c.management.admin, None);
+    assert_eq!(c.management.listen.to_string(), "0.0.0.0:1025");
+    assert_eq!(c.management.metrics, None);
+    assert!(c.unikernels.is_empty());
     assert_eq!(c.bridge("service"), Some(&c.network.bridges[0]));
     assert_eq!(c.bridge("other"), None);
 
@@ -172,6 +228,19 @@ fn documented_example() {
             "/boot/efi/petrel/images/hello.hvt".into(),
         ],
         restart: Restart::Always,
+    });
+    want.management.admin = Some("ops".into());
+    want.unikernels.push(Autostart {
+        name: "web".into(),
+        image: "web.hvt".into(),
+        memory_mib: 32,
+        args: vec!["--ipv4=10.0.2.100/24".into()],
+        net: vec![NetAttach {
+            device: "service".into(),
+            bridge: "service".into(),
+        }],
+        restart: Restart::Always,
+        priority: 0,
     });
     assert_eq!(p.config, want);
 }
@@ -521,6 +590,277 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         8,
         "service name \"a\" is used twice",
     ),
+    // management
+    (
+        "[management]
+admin = \"\"",
+        2,
+        9,
+        "admin \"\" is not an identity path",
+    ),
+    (
+        "[management]
+admin = \"ops/\"",
+        2,
+        9,
+        "identity path",
+    ),
+    (
+        "[management]
+admin = \"/ops\"",
+        2,
+        9,
+        "identity path",
+    ),
+    (
+        "[management]
+admin = \"ops/../x\"",
+        2,
+        9,
+        "identity path",
+    ),
+    (
+        "[management]
+admin = \"o ps\"",
+        2,
+        9,
+        "identity path",
+    ),
+    (
+        "[management]
+admin = \"a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q\"",
+        2,
+        9,
+        "identity path",
+    ),
+    (
+        "[management]
+admin = 3",
+        2,
+        9,
+        "invalid type",
+    ),
+    (
+        "[management]
+listen = \"1025\"",
+        2,
+        10,
+        "listen \"1025\" is not ADDR:PORT",
+    ),
+    (
+        "[management]
+listen = \"::1:1025\"",
+        2,
+        10,
+        "ADDR:PORT",
+    ),
+    (
+        "[management]
+listen = \"box:1025\"",
+        2,
+        10,
+        "ADDR:PORT",
+    ),
+    (
+        "[management]
+listen = \"0.0.0.0:0\"",
+        2,
+        10,
+        "port 0",
+    ),
+    (
+        "[management]
+metrics = \"0.0.0.0:65536\"",
+        2,
+        11,
+        "metrics",
+    ),
+    ("management = 1", 1, 14, "invalid type"),
+    // unikernels
+    (
+        "[[unikernels]]
+image = \"a.hvt\"",
+        1,
+        1,
+        "unikernel without a name",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"",
+        2,
+        8,
+        "unikernel \"a\" has no image",
+    ),
+    (
+        "[[unikernels]]
+name = \"a.b\"
+image = \"a.hvt\"",
+        2,
+        8,
+        "unikernel name \"a.b\"",
+    ),
+    (
+        "[[unikernels]]
+name = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"
+image = \"a.hvt\"",
+        2,
+        8,
+        "1 to 64",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+[[unikernels]]
+name = \"a\"
+image = \"b.hvt\"",
+        5,
+        8,
+        "unikernel name \"a\" is used twice",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"../a.hvt\"",
+        3,
+        9,
+        "is not a file name in petrel/images/",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"/boot/a.hvt\"",
+        3,
+        9,
+        "file name",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \".hidden\"",
+        3,
+        9,
+        "file name",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"\"",
+        3,
+        9,
+        "file name",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+memory_mib = 0",
+        4,
+        14,
+        "memory_mib 0 is outside 1..=65536",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+memory_mib = 65537",
+        4,
+        14,
+        "outside",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+args = [\"x\", \"\\u0000\"]",
+        4,
+        14,
+        "NUL",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"\"]",
+        4,
+        8,
+        "net \"\" is not DEV or DEV=BRIDGE",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"=service\"]",
+        4,
+        8,
+        "DEV=BRIDGE",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"net:0\"]",
+        4,
+        8,
+        "DEV=BRIDGE",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"service=nope\"]",
+        4,
+        8,
+        "no bridge \"nope\" in [network]",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"service=\"]",
+        4,
+        8,
+        "no bridge \"\"",
+    ),
+    (
+        "[[network.bridges]]
+name = \"lan\"
+[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"service\"]",
+        6,
+        8,
+        "no bridge \"service\"",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+net = [\"service\", \"service=service\"]",
+        4,
+        19,
+        "device \"service\" is attached twice",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+restart = \"on-exit\"",
+        4,
+        11,
+        "restart \"on-exit\"",
+    ),
+    (
+        "[[unikernels]]
+name = \"a\"
+image = \"a.hvt\"
+priority = 2147483648",
+        4,
+        12,
+        "priority 2147483648 is outside",
+    ),
+    ("unikernels = 1", 1, 14, "invalid type"),
 ];
 
 #[test]
@@ -542,6 +882,46 @@ fn every_validation_error_with_its_position() {
             "{shown}"
         );
     }
+}
+
+#[test]
+fn management_and_unikernels_edges() {
+    // IPv6 listeners, the metrics key written empty, the longest names.
+    let p = parse("[management]\nlisten = \"[::]:1025\"\nmetrics = \"\"\n");
+    assert_eq!(p.config.management.listen.to_string(), "[::]:1025");
+    assert_eq!(p.config.management.metrics, None);
+    let deep = vec!["a"; 16].join("/");
+    let p = parse(&format!("[management]\nadmin = \"{deep}\"\n"));
+    assert_eq!(p.config.management.admin.as_deref(), Some(deep.as_str()));
+    let long = "d".repeat(67);
+    let text = format!(
+        "[[unikernels]]\nname = \"{}\"\nimage = \"x.hvt\"\nnet = [\"{long}\"]\nmemory_mib = 65536\npriority = -2147483648\n",
+        "n".repeat(64)
+    );
+    let p = parse(&text);
+    let u = &p.config.unikernels[0];
+    assert_eq!(u.net[0].device, long);
+    assert_eq!(u.net[0].bridge, "service");
+    assert_eq!((u.memory_mib, u.priority), (65536, i32::MIN));
+    assert_eq!(p.config.unikernel(&u.name), Some(u));
+    assert_eq!(p.config.unikernel("other"), None);
+    assert_eq!(Config::parse(&p.config.to_toml()).unwrap().config, p.config);
+    let err = Config::parse(&format!(
+        "[[unikernels]]\nname = \"a\"\nimage = \"a.hvt\"\nnet = [\"{long}d\"]\n"
+    ))
+    .unwrap_err();
+    assert!(err.message.contains("1 to 67"), "{err}");
+    // Unknown keys inside the new tables are warnings, as everywhere.
+    let p = parse(
+        "[management]\nport = 1\n[[unikernels]]\nname = \"a\"\nimage = \"a.hvt\"\ncpus = [1]\n",
+    );
+    assert_eq!(
+        p.warnings,
+        vec![
+            "unknown key management.port ignored".to_string(),
+            "unknown key unikernels[0].cpus ignored".to_string(),
+        ]
+    );
 }
 
 #[test]
