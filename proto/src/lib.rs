@@ -71,6 +71,8 @@
 pub mod frame;
 pub mod msg;
 pub mod name;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use frame::{
     FRAME_HEADER_BYTES, FrameDecoder, FrameError, FrameIoError, MAX_FRAME_BYTES, decode_frame,

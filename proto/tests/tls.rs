@@ -1,0 +1,1 @@
+//! Mutual TLS over loopback TCP.
