@@ -561,6 +561,23 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// `petreld` as a service (DESIGN §2 step 3), if the image carries it. `config_ok`: the
+/// ESP's config file exists and parses.
+pub fn petreld_service(config_ok: bool) -> Option<ServiceSpec> {
+    let exists = |p: &str| Path::new(p).is_file();
+    if !exists(crate::petreld::PETRELD_BIN) {
+        error!(
+            "petreld: {} is not in the image; not started",
+            crate::petreld::PETRELD_BIN
+        );
+        return None;
+    }
+    if let Some(w) = crate::petreld::warnings(exists) {
+        warn!("{w}");
+    }
+    Some(crate::petreld::service(config_ok, exists))
+}
+
 /// The services from the config.
 pub fn config_services(config: &Config) -> Vec<ServiceSpec> {
     config

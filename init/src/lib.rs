@@ -6,18 +6,19 @@
 //! of the disk on first boot, online), reads the device config (defaults when absent or
 //! broken), configures the network through `petrel-netcfg` with DHCP and SNTP as child
 //! processes, keeps the clock above a persisted floor, arms the watchdog, starts and
-//! restarts the configured services with backoff, reaps every child, enforces the
-//! trial-boot deadline, and powers off or reboots cleanly on a signal or the power
-//! button. Progress goes to every console through `/dev/kmsg` as
+//! restarts `petreld` and the configured services with backoff, reaps every child,
+//! enforces the trial-boot deadline, and powers off or reboots cleanly on a signal or
+//! the power button (`petreld` first, so that it stops the unikernels and saves its
+//! state). Progress goes to every console through `/dev/kmsg` as
 //! `petrel-init: <what> ready (+N ms)` milestones (`modules`, `esp`, `data`, `network`,
 //! and finally `petrel-init: ready (+N ms)`), N in milliseconds since the kernel started.
 //!
 //! Layers: pure, tested logic without I/O (`modules::{index, plan, glob}`, `uevent`,
-//! `gpt`, `efi`, `supervisor`, `clock`, `mac`, `input`, `cmdline`, `config`), the few
-//! system calls rustix lacks (`sys`), and the steps and main loop that do the I/O
-//! (`boot`, `disk`, `watchdog`, `pid1`). PID 1 must never panic (a panic is a kernel
-//! panic): no code here unwraps or indexes on a fallible path; a failing step is logged
-//! and the boot goes on, degraded but reachable.
+//! `gpt`, `efi`, `supervisor`, `clock`, `mac`, `input`, `cmdline`, `config`,
+//! `petreld`), the few system calls rustix lacks (`sys`), and the steps and main loop
+//! that do the I/O (`boot`, `disk`, `watchdog`, `pid1`). PID 1 must never panic (a
+//! panic is a kernel panic): no code here unwraps or indexes on a fallible path; a
+//! failing step is logged and the boot goes on, degraded but reachable.
 //!
 //! Kernel command line: `petrel.test=poweroff-when-ready` (or `reboot-when-ready`) ends
 //! the boot cleanly right after `ready`, for tests.
@@ -34,6 +35,7 @@ pub mod input;
 pub mod log;
 pub mod mac;
 pub mod modules;
+pub mod petreld;
 pub mod pid1;
 pub mod supervisor;
 pub mod sys;

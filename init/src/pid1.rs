@@ -20,7 +20,7 @@ use crate::log::{milestone, since_boot};
 use crate::modules::Loader;
 use crate::supervisor::{Action, Event, ExitStatus, Supervisor};
 use crate::watchdog::Watchdog;
-use crate::{disk, input, sys};
+use crate::{disk, input, petreld, sys};
 use crate::{error, info, warn};
 
 /// How long services get to stop after SIGTERM.
@@ -170,6 +170,8 @@ impl Init {
             self.esp_mounted,
             &Path::new(disk::ESP_MOUNT).join(petrel_config::CONFIG_PATH),
         );
+        let config_ok = matches!(&source, crate::config::Source::Text(t)
+            if petrel_config::Config::parse(t).is_ok());
         let (config, lines) = crate::config::choose(source);
         boot::log_all(lines);
         boot::set_hostname(&config.hostname);
@@ -201,7 +203,12 @@ impl Init {
 
         self.trial = boot::trial_boot(&config);
         let now = since_boot();
-        for spec in helpers.into_iter().chain(boot::config_services(&config)) {
+        let petreld = boot::petreld_service(config_ok);
+        for spec in helpers
+            .into_iter()
+            .chain(petreld)
+            .chain(boot::config_services(&config))
+        {
             self.supervisor.add(spec, now);
         }
         let actions = self.supervisor.handle(now, Event::Start);
@@ -456,6 +463,23 @@ impl Init {
 
     /// Stops everything and powers off or reboots. Never returns.
     fn shutdown(&mut self, stop: Stop) -> ! {
+        // petreld first: it stops the unikernels cleanly and saves its state while
+        // everything it needs is still there.
+        let actions = self.supervisor.stop_first(petreld::SERVICE_NAME);
+        if !actions.is_empty() {
+            info!("{}: stopping petreld", stop.as_str());
+            self.run_actions(actions);
+            let stopped = self.wait_children(petreld::STOP_TIMEOUT, |s| {
+                !s.supervisor.is_running(petreld::SERVICE_NAME)
+            });
+            if !stopped {
+                warn!(
+                    "{}: petreld still running after {} s",
+                    stop.as_str(),
+                    petreld::STOP_TIMEOUT.as_secs()
+                );
+            }
+        }
         info!("{}: stopping services", stop.as_str());
         let actions = self.supervisor.handle(since_boot(), Event::Shutdown);
         self.run_actions(actions);

@@ -182,6 +182,31 @@ impl Supervisor {
             .any(|s| matches!(s.state, State::Running { .. } | State::Spawning))
     }
 
+    /// Whether the service named `name` has a process now.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.services.iter().any(|s| {
+            s.spec.name == name && matches!(s.state, State::Running { .. } | State::Spawning)
+        })
+    }
+
+    /// The first step of a shutdown that stops one service before the others: nothing
+    /// restarts any more (as after [`Event::Shutdown`]), `name` gets SIGTERM, the others
+    /// keep running until [`Event::Shutdown`].
+    pub fn stop_first(&mut self, name: &str) -> Vec<Action> {
+        self.shutting_down = true;
+        let mut out = Vec::new();
+        for s in &mut self.services {
+            match s.state {
+                State::Running { pid, .. } if s.spec.name == name => {
+                    out.push(Action::Terminate(pid));
+                }
+                State::Idle | State::Waiting { .. } => s.state = State::Stopped,
+                _ => {}
+            }
+        }
+        out
+    }
+
     fn by_pid(&self, pid: i32) -> Option<ServiceId> {
         self.services
             .iter()
@@ -482,6 +507,48 @@ mod tests {
         let id = sup.add(spec("c", Restart::Always), s(7));
         assert!(sup.poll(s(8)).is_empty());
         assert_eq!(sup.spec(id).map(|s| s.name.as_str()), Some("c"));
+    }
+
+    #[test]
+    fn stop_first_stops_one_and_restarts_nothing() {
+        let mut sup = Supervisor::new(vec![
+            spec("petreld", Restart::Always),
+            spec("dhcp", Restart::Always),
+            spec("late", Restart::Always),
+        ]);
+        sup.handle(s(0), Event::Start);
+        sup.handle(s(0), Event::Spawned { id: 0, pid: 10 });
+        sup.handle(s(0), Event::Spawned { id: 1, pid: 11 });
+        sup.handle(
+            s(0),
+            Event::SpawnFailed {
+                id: 2,
+                reason: "x".into(),
+            },
+        );
+        assert!(sup.is_running("petreld") && sup.is_running("dhcp"));
+        assert!(!sup.is_running("late") && !sup.is_running("nope"));
+        assert_eq!(sup.stop_first("petreld"), [Action::Terminate(10)]);
+        // The others run on; nothing waits to restart.
+        assert!(sup.is_running("dhcp"));
+        assert_eq!(sup.poll_at(), None);
+        let a = sup.handle(
+            s(1),
+            Event::Exited {
+                pid: 10,
+                status: ExitStatus::Code(0),
+            },
+        );
+        assert_eq!(
+            a,
+            [Action::Log("petreld (pid 10) exited with status 0".into())]
+        );
+        assert!(!sup.is_running("petreld"));
+        assert!(sup.poll(s(100)).is_empty());
+        // Then the rest.
+        assert_eq!(sup.handle(s(2), Event::Shutdown), [Action::Terminate(11)]);
+        // Stopping a service that does not run is a no-op.
+        assert!(sup.stop_first("petreld").is_empty());
     }
 
     #[test]
