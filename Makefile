@@ -88,6 +88,7 @@ demo: deps build
 
 bench: build
 	PETREL_GUESTS=$(GUEST_OUT) cargo run --release --locked -p petrel-hvt --example bench
+	PETREL_GUESTS=$(GUEST_OUT) cargo run --release --locked -p petreld --example bench
 	cargo run --release --locked -p petrel-qemu-test --example bootbench
 
 clean:
