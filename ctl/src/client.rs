@@ -732,3 +732,177 @@ fn describe_body(body: &ReplyBody) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    use petrel_proto::msg::{ConsoleHistory, ErrorKind};
+    use petrel_proto::{name::FullName, read_frame};
+
+    use super::*;
+
+    /// A fake daemon on a fresh socket: answers the hello, then runs `script` with
+    /// the connection and each request it reads.
+    fn fake(
+        tag: &str,
+        hello: Hello,
+        script: impl FnOnce(&mut UnixStream, Request) + Send + 'static,
+    ) -> Endpoint {
+        let dir = std::env::temp_dir().join(format!("petrelctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let first = read_frame(&mut stream).unwrap().unwrap();
+            assert!(matches!(
+                Message::decode(&first).unwrap(),
+                Message::Hello(_)
+            ));
+            stream
+                .write_all(&Message::Hello(hello).to_frame().unwrap())
+                .unwrap();
+            let Some(frame) = read_frame(&mut stream).ok().flatten() else {
+                return;
+            };
+            let Message::Request(request) = Message::decode(&frame).unwrap() else {
+                panic!("expected a request");
+            };
+            script(&mut stream, request);
+            // Keep the connection open until the client goes away.
+            let _ = read_frame(&mut stream);
+        });
+        Endpoint::Unix(path)
+    }
+
+    fn send(stream: &mut UnixStream, message: Message) {
+        stream.write_all(&message.to_frame().unwrap()).unwrap();
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn oversized_frame_from_the_daemon() {
+        let endpoint = fake("big", Hello::new("fake"), |s, _| {
+            s.write_all(&[0x7f, 0, 0, 0]).unwrap();
+        });
+        let mut client = Client::connect(&endpoint, SHORT).unwrap();
+        assert!(matches!(
+            client.call(Command::Reboot),
+            Err(ClientError::Frame(FrameError::TooLarge { .. }))
+        ));
+        assert!(matches!(
+            client.call(Command::Reboot),
+            Err(ClientError::Broken)
+        ));
+    }
+
+    #[test]
+    fn reply_to_another_request() {
+        let endpoint = fake("otherid", Hello::new("fake"), |s, r| {
+            let id = RequestId(r.id.0 + 5);
+            send(
+                s,
+                Message::Reply(Reply {
+                    id,
+                    body: ReplyBody::Ok,
+                }),
+            );
+        });
+        let mut client = Client::connect(&endpoint, SHORT).unwrap();
+        assert!(matches!(
+            client.call(Command::Reboot),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn silent_daemon_times_out() {
+        let endpoint = fake("silent", Hello::new("fake"), |_, _| {});
+        let mut client = Client::connect(&endpoint, SHORT).unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            client.call(Command::Reboot),
+            Err(ClientError::Timeout(_))
+        ));
+        assert!(started.elapsed() < SHORT * 4);
+    }
+
+    #[test]
+    fn incompatible_daemon() {
+        let hello = Hello {
+            version: 500,
+            min_version: 400,
+            agent: "future".into(),
+        };
+        let endpoint = fake("version", hello, |_, _| {});
+        assert!(matches!(
+            Client::connect(&endpoint, SHORT),
+            Err(ClientError::Version(_))
+        ));
+    }
+
+    #[test]
+    fn download_with_a_wrong_digest() {
+        let endpoint = fake("digest", Hello::new("fake"), |s, r| {
+            send(
+                s,
+                Message::Reply(Reply {
+                    id: r.id,
+                    body: ReplyBody::Proceed,
+                }),
+            );
+            let stream = |chunk| Message::Stream(Stream { id: r.id, chunk });
+            send(s, stream(Chunk::Data(b"hello".to_vec())));
+            send(
+                s,
+                stream(Chunk::End {
+                    total_bytes: 5,
+                    sha256: Sha256Digest::of(b"hellO"),
+                }),
+            );
+        });
+        let mut client = Client::connect(&endpoint, SHORT).unwrap();
+        let console = Command::Console {
+            name: "ops:web".parse::<FullName>().unwrap(),
+            history: ConsoleHistory::All,
+            follow: false,
+        };
+        let mut out = Vec::new();
+        assert!(matches!(
+            client.download(console, &mut out, &mut |_| {}),
+            Err(ClientError::Digest { got_bytes: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn connection_level_error_breaks_the_client() {
+        let endpoint = fake("id0", Hello::new("fake"), |s, _| {
+            let reply = Reply::error(RequestId(0), ErrorKind::Malformed, "what?");
+            send(s, Message::Reply(reply));
+        });
+        let mut client = Client::connect(&endpoint, SHORT).unwrap();
+        assert!(matches!(
+            client.call(Command::Reboot),
+            Err(ClientError::Remote(Error {
+                kind: ErrorKind::Malformed,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            client.call(Command::Reboot),
+            Err(ClientError::Broken)
+        ));
+    }
+
+    #[test]
+    fn nothing_listening() {
+        let endpoint = Endpoint::Unix("/nonexistent/petrel.sock".into());
+        let e = Client::connect(&endpoint, SHORT).err().unwrap();
+        assert!(e.is_connect());
+    }
+}
