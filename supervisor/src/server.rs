@@ -64,8 +64,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Server::shutdown`] waits for connection threads to finish.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// Stack size of a connection thread (the protocol and rustls need little).
-const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+/// Stack size of a connection thread. The protocol and rustls need little, but the
+/// service's work runs on this thread too (debug builds have large frames); untouched
+/// stack pages cost no memory.
+const CONNECTION_STACK_BYTES: usize = 1024 * 1024;
 
 /// TCP keepalive, so a follow whose client vanished without a FIN ends eventually.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);

@@ -679,12 +679,13 @@ fn requests_during_a_download_and_cancel_by_hand() {
     raw.request(3, Command::Cancel { id: RequestId(9) });
     let mut busy = false;
     let mut not_found = false;
+    let mut got = Vec::new();
     while !(busy && not_found) {
         match raw.recv().unwrap() {
             Message::Stream(Stream {
                 id: RequestId(1),
-                chunk: Chunk::Data(_),
-            }) => {}
+                chunk: Chunk::Data(d),
+            }) => got.extend(d),
             Message::Reply(Reply {
                 id: RequestId(2),
                 body: ReplyBody::Error(e),
@@ -698,7 +699,6 @@ fn requests_during_a_download_and_cancel_by_hand() {
     }
     raw.request(4, Command::Cancel { id: RequestId(1) });
     // Data until the End, whose figures cover all the data sent; then the cancel's Ok.
-    let mut got = Vec::new();
     loop {
         match raw.recv().unwrap() {
             Message::Stream(Stream {
@@ -847,7 +847,7 @@ fn second_client_served_while_the_first_misbehaves() {
     for client in &mut clients {
         assert_eq!(client.call(Command::Reboot).unwrap(), ReplyBody::Ok);
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(fx.server.as_ref().unwrap().connections(), 7);
 }
 
@@ -887,6 +887,89 @@ fn connection_limit() {
     fx.still_serving();
     b.request(1, Command::Reboot);
     assert_eq!(b.expect_reply(1), ReplyBody::Ok);
+}
+
+/// Seeded random junk on many connections: every connection ends (the server
+/// replies or closes, never hangs), everything it sends is a well-formed message, and
+/// it keeps serving. In release builds a panic would abort the whole test binary.
+#[test]
+fn random_junk_never_hurts() {
+    let fx = Fixture::new("junk");
+    let seed = 0x5eed_u64;
+    eprintln!("seed {seed:#x}");
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let hello = Message::Hello(Hello::new("junk")).to_frame().unwrap();
+    let valid = [
+        Command::Reboot,
+        Command::Info { name: None },
+        upload("ops:j", b"abc"),
+        download("ops:j"),
+        Command::Console {
+            name: name("ops:web"),
+            history: ConsoleHistory::Lines(3),
+            follow: true,
+        },
+    ]
+    .map(|command| {
+        Message::Request(Request {
+            id: RequestId(7),
+            command,
+        })
+        .to_frame()
+        .unwrap()
+    });
+    for round in 0..300 {
+        let mut bytes = Vec::new();
+        let kind = next() % 4;
+        if kind > 0 {
+            bytes.extend_from_slice(&hello);
+        }
+        let junk_len = usize::try_from(next() % 64).unwrap();
+        match kind {
+            // Raw junk, with or without a hello.
+            0 | 1 => bytes.extend((0..junk_len).map(|_| next().to_le_bytes()[0])),
+            // Well-framed junk.
+            2 => {
+                let payload: Vec<u8> = (0..=junk_len).map(|_| next().to_le_bytes()[0]).collect();
+                bytes.extend(encode_frame(&payload).unwrap());
+            }
+            // A valid request with one byte flipped.
+            _ => {
+                let mut frame = valid[usize::try_from(next() % 5).unwrap()].clone();
+                let at = 4 + usize::try_from(next()).unwrap() % (frame.len() - 4);
+                frame[at] ^= 1 << (next() % 8);
+                bytes.extend(frame);
+            }
+        }
+        let mut raw = fx.raw();
+        raw.send_bytes(&bytes);
+        raw.stream.shutdown(Shutdown::Write).unwrap();
+        loop {
+            match petrel_proto::read_frame(&mut raw.stream) {
+                Ok(Some(payload)) => {
+                    Message::decode(&payload)
+                        .unwrap_or_else(|e| panic!("round {round}: the server sent junk: {e}"));
+                }
+                Ok(None) => break,
+                Err(petrel_proto::FrameIoError::Io(e))
+                    if e.kind() == io::ErrorKind::ConnectionReset =>
+                {
+                    break;
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+    }
+    fx.still_serving();
+    wait_until("every connection to end", || {
+        fx.server.as_ref().unwrap().connections() == 0
+    });
 }
 
 // ---------------------------------------------------------------------------------
@@ -946,7 +1029,7 @@ fn shutdown_ends_a_follow() {
     });
     let started = Instant::now();
     fx.server.take().unwrap().shutdown();
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(4));
     match follower.join().unwrap() {
         Err(ClientError::Remote(e)) => assert_eq!(e.kind, ErrorKind::Internal),
         other => panic!("{other:?}"),

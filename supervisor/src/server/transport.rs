@@ -10,7 +10,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use petrel_proto::{FrameDecoder, FrameError, Message, MessageError, RequestId};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -18,6 +18,9 @@ use rustls::{ServerConnection, StreamOwned};
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// How long the TLS close_notify may take to write.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The byte stream under the frames.
 pub(crate) enum Transport {
@@ -68,6 +71,9 @@ impl Transport {
                 let _ = s.shutdown(Shutdown::Both);
             }
             Self::Tls(s) => {
+                // A peer that stopped reading must not hold the thread for the whole
+                // write timeout just to be told goodbye.
+                let _ = s.sock.set_write_timeout(Some(CLOSE_WRITE_TIMEOUT));
                 s.conn.send_close_notify();
                 let _ = s.flush();
                 let _ = s.sock.shutdown(Shutdown::Both);
