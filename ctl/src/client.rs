@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petrel_proto::msg::{
-    BlockCommand, Chunk, Command, Error, Hello, ImageSource, MAX_CHUNK_BYTES, Message, Reply,
-    ReplyBody, Request, RequestId, Sha256Digest, Stream, VersionMismatch,
+    BlockCommand, Chunk, Command, Error, ErrorKind, Hello, ImageSource, MAX_CHUNK_BYTES, Message,
+    Reply, ReplyBody, Request, RequestId, Sha256Digest, Stream, VersionMismatch,
 };
 use petrel_proto::tls::rustls;
 use petrel_proto::{FrameDecoder, FrameError, MessageError};
@@ -178,6 +178,15 @@ impl Read for Transport {
         match self {
             Self::Unix(s) => s.read(buf),
             Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Transport {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Self::Unix(s) => s.set_nonblocking(on),
+            Self::Tls(s) => s.sock.set_nonblocking(on),
         }
     }
 }
@@ -390,11 +399,17 @@ impl Client {
                 ReplyBody::Error(e) => return Err(ClientError::Remote(e)),
                 body => return Ok(body),
             }
-            let sent = client.stream_out(id, data, size_bytes, sha256, progress);
-            // Either way the daemon sends one final reply.
-            let deadline = client.deadline();
-            let last = client.final_reply(id, deadline);
-            sent.and(last)
+            match client.stream_out(id, data, size_bytes, sha256, progress) {
+                // The daemon's final reply came early (its error), or the connection
+                // is gone: nothing more to read.
+                Err(e @ (ClientError::Remote(_) | ClientError::Protocol(_))) => Err(e),
+                sent => {
+                    // Otherwise the daemon sends one final reply.
+                    let deadline = client.deadline();
+                    let last = client.final_reply(id, deadline);
+                    sent.and(last)
+                }
+            }
         })
     }
 
@@ -447,11 +462,33 @@ impl Client {
             hasher.update(piece);
             self.chunk(id, Chunk::Data(piece.to_vec()))?;
             progress(total);
+            // The daemon may refuse part-way (a failed write): stop sending then.
+            if let Some(message) = self.poll()? {
+                return match message {
+                    Message::Reply(Reply {
+                        id: got,
+                        body: ReplyBody::Error(e),
+                    }) if got == id => {
+                        // It drains until our end of the stream.
+                        let why = Error::new(ErrorKind::Other, "stopping after the daemon's error");
+                        self.chunk(id, Chunk::Abort(why))?;
+                        Err(ClientError::Remote(e))
+                    }
+                    Message::Reply(Reply {
+                        id: RequestId(0),
+                        body: ReplyBody::Error(e),
+                    }) => {
+                        self.broken = true;
+                        Err(ClientError::Remote(e))
+                    }
+                    other => Err(ClientError::Protocol(format!(
+                        "unexpected {} during an upload",
+                        describe(&other)
+                    ))),
+                };
+            }
         };
-        let why = Error::new(
-            petrel_proto::msg::ErrorKind::BadRequest,
-            problem.to_string(),
-        );
+        let why = Error::new(ErrorKind::BadRequest, problem.to_string());
         self.chunk(id, Chunk::Abort(why))?;
         Err(problem)
     }
@@ -581,6 +618,38 @@ impl Client {
 
     fn chunk(&mut self, id: RequestId, chunk: Chunk) -> Result<(), ClientError> {
         self.send(&Message::Stream(Stream { id, chunk }))
+    }
+
+    /// A message that has already arrived, without waiting for one.
+    fn poll(&mut self) -> Result<Option<Message>, ClientError> {
+        if self.decoder.at_boundary() {
+            if let Some(frame) = self.decoder.next_frame() {
+                return Message::decode(&frame)
+                    .map(Some)
+                    .map_err(ClientError::Message);
+            }
+        }
+        self.io.set_nonblocking(true).map_err(ClientError::Io)?;
+        let read = self.io.read(&mut self.buf);
+        self.io.set_nonblocking(false).map_err(ClientError::Io)?;
+        match read {
+            Ok(0) => {
+                self.decoder.finish().map_err(ClientError::Frame)?;
+                return Err(ClientError::Closed);
+            }
+            Ok(n) => {
+                let got = self.buf.get(..n).unwrap_or_default();
+                self.decoder.push(got).map_err(ClientError::Frame)?;
+            }
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(e)),
+        }
+        match self.decoder.next_frame() {
+            Some(frame) => Message::decode(&frame)
+                .map(Some)
+                .map_err(ClientError::Message),
+            None => Ok(None),
+        }
     }
 
     fn send(&mut self, message: &Message) -> Result<(), ClientError> {

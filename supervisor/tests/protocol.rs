@@ -590,14 +590,19 @@ fn server_checks_the_stream_itself() {
 fn sink_failure_is_replied_at_once() {
     let fx = Fixture::new("sinkfail");
     let mut client = fx.client();
-    let bytes = data(300_000, 5);
-    match client.upload(upload("ops:full", &bytes), &mut &bytes[..], &mut |_| {}) {
+    let bytes = data(4 << 20, 5);
+    let mut sent = 0;
+    match client.upload(upload("ops:full", &bytes), &mut &bytes[..], &mut |n| {
+        sent = n
+    }) {
         Err(ClientError::Remote(e)) => {
             assert_eq!(e.kind, ErrorKind::Internal);
             assert_eq!(e.message, "disk full");
         }
         other => panic!("{other:?}"),
     }
+    // The client noticed the early reply and stopped sending.
+    assert!(sent < bytes.len() as u64, "sent all {sent} bytes");
     assert_eq!(fx.mock.aborted.load(Ordering::SeqCst), 1);
     assert_eq!(client.call(Command::Reboot).unwrap(), ReplyBody::Ok);
 }
@@ -1173,6 +1178,19 @@ fn tls_identities_and_streams() {
         .download(download("ops:disk"), &mut out, &mut |_| {})
         .unwrap();
     assert_eq!(out, bytes);
+
+    // A sink failing part-way: the client notices the early reply over TLS too.
+    let big = data(4 << 20, 13);
+    let mut sent = 0;
+    assert!(matches!(
+        client.upload(upload("ops:full", &big), &mut &big[..], &mut |n| sent = n),
+        Err(ClientError::Remote(Error {
+            kind: ErrorKind::Internal,
+            ..
+        }))
+    ));
+    assert!(sent < big.len() as u64, "sent all {sent} bytes");
+    assert_eq!(client.call(Command::Reboot).unwrap(), ReplyBody::Ok);
 
     // A follow cancelled over TLS (the cancel is read between chunks).
     let follow = Command::Console {
