@@ -42,8 +42,11 @@ pub const OS_RELEASE_TEMPLATE: &str = "etc/os-release";
 pub const DEFAULT_OS_RELEASE: &str = "NAME=Petrel\nID=petrel\nPRETTY_NAME=\"Petrel @IMAGE_VERSION@\"\n\
 VERSION_ID=@IMAGE_VERSION@\nIMAGE_ID=petrel\nIMAGE_VERSION=@IMAGE_VERSION@\n";
 /// The binaries `make image` ships in `/bin` when none are named, under
-/// `target/x86_64-unknown-linux-musl/release/`; `petrel-hvt` is required.
-pub const DEFAULT_BINS: &[&str] = &["petrel-hvt", "petrel-dhcp", "petrel-sntp"];
+/// `target/x86_64-unknown-linux-musl/release/`; those in [`REQUIRED_BINS`] must exist.
+/// The operator's `petrelctl` is not among them: it runs on the operator's machine.
+pub const DEFAULT_BINS: &[&str] = &["petrel-hvt", "petreld", "petrel-dhcp", "petrel-sntp"];
+/// The default binaries an image cannot do without: the tender and the supervisor.
+pub const REQUIRED_BINS: &[&str] = &["petrel-hvt", "petreld"];
 /// Where cargo puts the static binaries.
 pub const MUSL_RELEASE_DIR: &str = "target/x86_64-unknown-linux-musl/release";
 /// Version of the build-info format.
@@ -573,5 +576,14 @@ mod tests {
         assert!(text.contains("\nID=petrel\n"));
         assert!(text.ends_with("IMAGE_VERSION=1.2\n"));
         assert!(!text.contains('@'));
+    }
+
+    #[test]
+    fn default_bins_carry_the_supervisor_not_the_client() {
+        for b in REQUIRED_BINS {
+            assert!(DEFAULT_BINS.contains(b), "{b}");
+        }
+        assert!(DEFAULT_BINS.contains(&"petreld"));
+        assert!(!DEFAULT_BINS.iter().any(|b| b.contains("ctl")));
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::assemble::{self, BuildOptions, DEFAULT_BINS, MUSL_RELEASE_DIR};
+use crate::assemble::{self, BuildOptions, DEFAULT_BINS, MUSL_RELEASE_DIR, REQUIRED_BINS};
 use crate::disk::cli::{error_chain, source_date_epoch_from_env};
 use crate::disk::esp::FAT_EPOCH_UNIX_SECS;
 use crate::inputs;
@@ -28,8 +28,9 @@ pub struct BuildCmd {
     /// PID 1 (default: target/x86_64-unknown-linux-musl/release/petrel-init)
     #[argh(option)]
     pub init: Option<PathBuf>,
-    /// a static program for /bin (repeatable; default: petrel-hvt, petrel-dhcp and
-    /// petrel-sntp from target/x86_64-unknown-linux-musl/release/, the ones built)
+    /// a static program for /bin (repeatable; default: petrel-hvt, petreld (both
+    /// required), petrel-dhcp and petrel-sntp from
+    /// target/x86_64-unknown-linux-musl/release/, the ones built)
     #[argh(option)]
     pub bin: Vec<PathBuf>,
     /// files laid into the initramfs as they are (default: rootfs); its etc/os-release
@@ -90,7 +91,7 @@ impl BuildCmd {
                 let path = release.join(name);
                 if path.is_file() {
                     bins.push(path);
-                } else if *name == "petrel-hvt" {
+                } else if REQUIRED_BINS.contains(name) {
                     return Err(format!(
                         "{} not found: run `make build` first, or name programs with --bin",
                         path.display()

@@ -6,10 +6,21 @@
 //! |---------------------------|------|
 //! | `petrel/config.toml`      | the device config, validated with `petrel-config` first |
 //! | `petrel/trust/ca.pem`     | the operator's trust anchor (PEM certificates) |
+//! | `petrel/trust/device.crt.pem` | the device's certificate chain (leaf first), issued under the anchor |
+//! | `petrel/trust/device.key.pem` | the device's private key (PID 1 mounts the ESP root-only, 0600) |
 //! | `petrel/images/NAME.hvt`  | unikernels to autostart, each checked to be a Solo5 hvt unikernel |
 //!
-//! Everything is checked before the disk is touched (config, certificates, unikernels,
-//! free space), so a refused request changes nothing. Each file is written as
+//! `petreld` starts the config's `[[unikernels]]` at boot. An autostart image that no
+//! `[[unikernels]]` entry and no `[[services]]` command names gets an entry of its own
+//! (name NAME, 32 MiB, every network device of its manifest on the `service` bridge, no
+//! arguments, restart always); an entry's network devices must match its image's
+//! manifest exactly, and an entry's image must be given now or be on the ESP already.
+//! `--admin` sets `[management] admin`. When anything is added the config is written
+//! out whole by `petrel-config` (comments are not kept); otherwise as given.
+//!
+//! Everything is checked before the disk is touched (config, certificates — the device
+//! certificate must chain to the anchor and match its key —, unikernels and their
+//! entries, free space), so a refused request changes nothing. Each file is written as
 //! `NAME.new`, then the old file is removed and the new one renamed: after a power cut
 //! the old or the new file is there, or (between the two steps) none, which PID 1 treats
 //! as "defaults". [`provision`] works on any `Read + Write + Seek` disk; the caller
@@ -29,6 +40,12 @@ use crate::disk::{self, TableError};
 pub const CONFIG_PATH: &str = petrel_config::CONFIG_PATH;
 /// The trust anchor's path on the ESP.
 pub const TRUST_PATH: &str = "petrel/trust/ca.pem";
+/// The device certificate chain's path on the ESP.
+pub const DEVICE_CERT_PATH: &str = "petrel/trust/device.crt.pem";
+/// The device key's path on the ESP.
+pub const DEVICE_KEY_PATH: &str = "petrel/trust/device.key.pem";
+/// Where a `[[services]]` command finds the ESP's images at run time.
+pub const IMAGES_RUNTIME_DIR: &str = "/boot/efi/petrel/images";
 /// The directory of unikernels to autostart.
 pub const IMAGES_DIR: &str = "petrel/images";
 /// The longest unikernel name accepted, in bytes.
@@ -49,6 +66,13 @@ pub struct Request {
     pub trust_pem: Option<Vec<u8>>,
     /// Unikernels to autostart: (name, ELF bytes).
     pub autostart: Vec<(String, Vec<u8>)>,
+    /// The device's certificate chain, PEM (leaf first); needs `trust_pem` and
+    /// `device_key_pem`.
+    pub device_cert_pem: Option<Vec<u8>>,
+    /// The device's private key, PEM.
+    pub device_key_pem: Option<Vec<u8>>,
+    /// The operator's top identity, for `[management] admin`; needs `config`.
+    pub admin: Option<String>,
     /// Timestamp of every file written, seconds since 1970 (clamped to FAT's range).
     pub time_unix_secs: u64,
 }
@@ -60,6 +84,8 @@ pub struct Report {
     pub written: Vec<(String, u64)>,
     /// Warnings from the config parser (unknown keys, …).
     pub config_warnings: Vec<String>,
+    /// `[[unikernels]]` entries provisioning added, by name.
+    pub added_entries: Vec<String>,
     /// Free space left on the ESP, in bytes.
     pub free_bytes: u64,
 }
@@ -95,6 +121,20 @@ pub enum ProvisionError {
         /// What the ELF/ABI checks said.
         reason: String,
     },
+    /// The device certificate or key is unusable, or they do not belong together.
+    #[error("bad device certificate: {0}")]
+    DeviceCert(String),
+    /// An `[[unikernels]]` entry and its image do not fit together.
+    #[error("unikernel {name:?}: {reason}")]
+    Entry {
+        /// The entry's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A request that contradicts itself or the config.
+    #[error("{0}")]
+    Conflict(String),
     /// Not enough room on the ESP.
     #[error("ESP full: {need_bytes} bytes needed, {free_bytes} bytes free")]
     EspFull {
@@ -170,8 +210,22 @@ pub fn check_unikernel(name: &str, elf: &[u8]) -> Result<(), ProvisionError> {
     Ok(())
 }
 
-/// Checks everything in `req` that needs no disk; returns the config's warnings.
-pub fn check_request(req: &Request) -> Result<Vec<String>, ProvisionError> {
+/// What [`check_request`] found: the config to write and what to say about it.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    /// The config text to write (`None`: none given).
+    pub config: Option<String>,
+    /// The config parser's warnings.
+    pub warnings: Vec<String>,
+    /// `[[unikernels]]` entries added for autostart images, by name.
+    pub added_entries: Vec<String>,
+    /// Images the config's entries name that this request does not carry: they must
+    /// be on the ESP already.
+    pub images_needed: Vec<String>,
+}
+
+/// Checks everything in `req` that needs no disk; returns the config to write.
+pub fn check_request(req: &Request) -> Result<Checked, ProvisionError> {
     let warnings = match &req.config {
         Some(text) => check_config(text)?,
         None => Vec::new(),
@@ -185,20 +239,239 @@ pub fn check_request(req: &Request) -> Result<Vec<String>, ProvisionError> {
             return Err(ProvisionError::BadName(name.clone()));
         }
     }
+    let mut manifests = Vec::with_capacity(req.autostart.len());
     for (name, elf) in &req.autostart {
         check_unikernel(name, elf)?;
+        manifests.push((name.as_str(), devices(name, elf)?));
     }
-    Ok(warnings)
+    check_device_cert(req)?;
+    let mut checked = match &req.config {
+        Some(text) => autostart_entries(text, req.admin.as_deref(), &manifests)?,
+        None if req.admin.is_some() => {
+            return Err(ProvisionError::Conflict(
+                "--admin needs a config to write it into".to_owned(),
+            ));
+        }
+        None => Checked::default(),
+    };
+    checked.warnings = warnings;
+    Ok(checked)
+}
+
+/// The device certificate and key: both or neither; with the anchor; the chain leads to
+/// the anchor; the key is the certificate's.
+pub fn check_device_cert(req: &Request) -> Result<(), ProvisionError> {
+    use petrel_proto::tls;
+    let bad = |what: String| ProvisionError::DeviceCert(what);
+    let (cert, key) = match (&req.device_cert_pem, &req.device_key_pem) {
+        (None, None) => return Ok(()),
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Err(bad(
+                "the device certificate and its key go together".to_owned()
+            ));
+        }
+    };
+    let Some(trust) = &req.trust_pem else {
+        return Err(bad(
+            "a device certificate needs the trust anchor it is issued under".to_owned(),
+        ));
+    };
+    if std::str::from_utf8(cert).is_ok_and(|t| t.contains("PRIVATE KEY-----")) {
+        return Err(bad(
+            "the certificate file holds a private key; give it as the key".to_owned(),
+        ));
+    }
+    let chain = tls::certs_from_pem(cert).map_err(|e| bad(format!("certificate: {e}")))?;
+    let key = tls::key_from_pem(key).map_err(|e| bad(format!("key: {e}")))?;
+    let anchors = tls::certs_from_pem(trust).map_err(|e| bad(format!("trust anchor: {e}")))?;
+    tls::peer_identity(&chain, &anchors)
+        .map_err(|e| bad(format!("not issued under the trust anchor: {e}")))?;
+    tls::server_config(&anchors, chain, key).map_err(|e| {
+        let mut why = e.to_string();
+        if let Some(s) = std::error::Error::source(&e) {
+            why.push_str(&format!(": {s}"));
+        }
+        bad(why)
+    })?;
+    Ok(())
+}
+
+/// The device names of a unikernel's manifest.
+#[derive(Debug, Clone, Default)]
+struct Devices {
+    net: Vec<String>,
+    block: Vec<String>,
+}
+
+/// The network and block device names of a unikernel's manifest.
+fn devices(name: &str, elf: &[u8]) -> Result<Devices, ProvisionError> {
+    use hvt_abi::mft::{DeviceKind, Manifest};
+    let refuse = |reason: String| ProvisionError::NotUnikernel {
+        name: name.to_owned(),
+        reason,
+    };
+    let parsed = Elf::parse(elf).map_err(|e| refuse(e.to_string()))?;
+    let note = parsed.manifest_note().map_err(|e| refuse(e.to_string()))?;
+    let mft = Manifest::parse(note).map_err(|e| refuse(e.to_string()))?;
+    let mut net = Vec::new();
+    let mut block = Vec::new();
+    for (_, dev, kind) in mft.devices() {
+        match kind {
+            DeviceKind::Net => net.push(dev.to_owned()),
+            DeviceKind::Block => block.push(dev.to_owned()),
+            _ => {}
+        }
+    }
+    Ok(Devices { net, block })
+}
+
+/// Applies `--admin` and the autostart rule of the module doc to the config `text`.
+fn autostart_entries(
+    text: &str,
+    admin: Option<&str>,
+    manifests: &[(&str, Devices)],
+) -> Result<Checked, ProvisionError> {
+    use petrel_config::{Autostart, Config, NetAttach};
+    let mut config = Config::parse(text)
+        .map_err(|e| ProvisionError::Config(e.to_string()))?
+        .config;
+    let mut changed = false;
+    if let Some(admin) = admin {
+        match &config.management.admin {
+            Some(a) if a == admin => {}
+            Some(a) => {
+                return Err(ProvisionError::Conflict(format!(
+                    "--admin {admin:?} but the config's management.admin is {a:?}"
+                )));
+            }
+            None => {
+                config.management.admin = Some(admin.to_owned());
+                changed = true;
+            }
+        }
+    }
+    let mut added = Vec::new();
+    for (name, Devices { net, block }) in manifests {
+        let file = format!("{name}.hvt");
+        let entry_err = |entry: &str, reason: String| ProvisionError::Entry {
+            name: entry.to_owned(),
+            reason,
+        };
+        let entries: Vec<&Autostart> = config
+            .unikernels
+            .iter()
+            .filter(|u| u.image == file)
+            .collect();
+        for e in &entries {
+            if let Some(b) = block.first() {
+                return Err(entry_err(
+                    &e.name,
+                    format!("{file} needs block device {b:?}, which autostart entries cannot give"),
+                ));
+            }
+            let given: Vec<&str> = e.net.iter().map(|n| n.device.as_str()).collect();
+            let missing: Vec<&str> = net
+                .iter()
+                .map(String::as_str)
+                .filter(|d| !given.contains(d))
+                .collect();
+            let extra: Vec<&str> = given
+                .iter()
+                .copied()
+                .filter(|d| !net.iter().any(|n| n == d))
+                .collect();
+            if !missing.is_empty() || !extra.is_empty() {
+                return Err(entry_err(
+                    &e.name,
+                    format!(
+                        "net does not match {file}'s manifest: missing [{}], extra [{}]",
+                        missing.join(", "),
+                        extra.join(", ")
+                    ),
+                ));
+            }
+        }
+        let runtime_path = format!("{IMAGES_RUNTIME_DIR}/{file}");
+        let by_service = config
+            .services
+            .iter()
+            .any(|s| s.command.iter().any(|a| a == &runtime_path));
+        if !entries.is_empty() || by_service {
+            continue;
+        }
+        if config.unikernel(name).is_some() {
+            return Err(entry_err(
+                name,
+                format!("an entry of this name starts another image, not {file}"),
+            ));
+        }
+        if let Some(b) = block.first() {
+            return Err(entry_err(
+                name,
+                format!("{file} needs block device {b:?}; autostart cannot give one"),
+            ));
+        }
+        let bridge = petrel_config::DEFAULT_BRIDGE;
+        if !net.is_empty() && config.bridge(bridge).is_none() {
+            return Err(entry_err(
+                name,
+                format!("{file} has network devices but the config has no bridge {bridge:?}"),
+            ));
+        }
+        config.unikernels.push(Autostart {
+            name: (*name).to_owned(),
+            image: file,
+            memory_mib: petrel_config::DEFAULT_UNIKERNEL_MEMORY_MIB,
+            args: Vec::new(),
+            net: net
+                .iter()
+                .map(|d| NetAttach {
+                    device: d.clone(),
+                    bridge: bridge.to_owned(),
+                })
+                .collect(),
+            restart: petrel_config::Restart::Always,
+            priority: 0,
+        });
+        added.push((*name).to_owned());
+        changed = true;
+    }
+    let images_needed = config
+        .unikernels
+        .iter()
+        .map(|u| u.image.clone())
+        .filter(|img| !manifests.iter().any(|(n, _)| format!("{n}.hvt") == *img))
+        .collect();
+    let text = if changed {
+        config.to_toml()
+    } else {
+        text.to_owned()
+    };
+    // What is written must read back as what was meant.
+    check_config(&text)?;
+    Ok(Checked {
+        config: Some(text),
+        warnings: Vec::new(),
+        added_entries: added,
+        images_needed,
+    })
 }
 
 /// The files `req` writes: (ESP path, content), in writing order.
-fn files(req: &Request) -> Vec<(String, &[u8])> {
+fn files<'a>(req: &'a Request, checked: &'a Checked) -> Vec<(String, &'a [u8])> {
     let mut out = Vec::new();
-    if let Some(text) = &req.config {
+    if let Some(text) = &checked.config {
         out.push((CONFIG_PATH.to_owned(), text.as_bytes()));
     }
     if let Some(pem) = &req.trust_pem {
         out.push((TRUST_PATH.to_owned(), pem.as_slice()));
+    }
+    if let Some(pem) = &req.device_cert_pem {
+        out.push((DEVICE_CERT_PATH.to_owned(), pem.as_slice()));
+    }
+    if let Some(pem) = &req.device_key_pem {
+        out.push((DEVICE_KEY_PATH.to_owned(), pem.as_slice()));
     }
     for (name, elf) in &req.autostart {
         out.push((format!("{IMAGES_DIR}/{name}.hvt"), elf.as_slice()));
@@ -216,7 +489,7 @@ pub fn provision<D: Read + Write + Seek>(
     disk: &mut D,
     req: &Request,
 ) -> Result<Report, ProvisionError> {
-    let config_warnings = check_request(req)?;
+    let checked = check_request(req)?;
 
     let table = disk::read_table(disk).map_err(|e| match e {
         TableError::Io(e) => ProvisionError::Io(e),
@@ -233,7 +506,19 @@ pub fn provision<D: Read + Write + Seek>(
         ));
     }
 
-    let files = files(req);
+    for image in &checked.images_needed {
+        let present = fs
+            .root_dir()
+            .open_dir(IMAGES_DIR)
+            .and_then(|d| d.open_file(image))
+            .is_ok();
+        if !present {
+            return Err(ProvisionError::Conflict(format!(
+                "the config starts {IMAGES_DIR}/{image}, which is neither given nor on the ESP"
+            )));
+        }
+    }
+    let files = files(req, &checked);
     let stats = fs.stats()?;
     let cluster = u64::from(stats.cluster_size());
     let free_bytes = u64::from(stats.free_clusters()) * cluster;
@@ -264,7 +549,8 @@ pub fn provision<D: Read + Write + Seek>(
     disk.flush()?;
     Ok(Report {
         written,
-        config_warnings,
+        config_warnings: checked.warnings,
+        added_entries: checked.added_entries,
         free_bytes,
     })
 }

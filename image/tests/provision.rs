@@ -13,7 +13,8 @@ use petrel_image::disk::{self, Layout};
 use petrel_image::provision::{self, ProvisionError, Request};
 
 const CONFIG: &str = "hostname = \"box1\"\n\n[[services]]\nname = \"hello\"\n\
-command = [\"/bin/petrel-hvt\", \"--mem=2\", \"/boot/efi/petrel/images/hello.hvt\"]\nrestart = \"never\"\n";
+command = [\"/bin/petrel-hvt\", \"--mem=2\", \"/boot/efi/petrel/images/hello.hvt\"]\nrestart = \"never\"\n\n\
+[[unikernels]]\nname = \"time\"\nimage = \"time.hvt\"\n";
 const PEM: &[u8] =
     b"-----BEGIN CERTIFICATE-----\nMIIBeTCCAR+gAwIBAgIUZmFrZQ==\n-----END CERTIFICATE-----\n";
 
@@ -46,6 +47,7 @@ fn request(autostart: &[&str]) -> Request {
             .map(|n| ((*n).to_owned(), guest(n)))
             .collect(),
         time_unix_secs: 1_710_000_000, // 2024-03-09 16:00:00 UTC
+        ..Request::default()
     }
 }
 
@@ -104,13 +106,15 @@ fn provision_then_read_back_with_mtools() {
     assert!(!listing.contains(".new"), "temporary file left:\n{listing}");
 
     // Again, with another config and one unikernel: replaced in place, no space lost.
-    let mut again = request(&["hello"]);
-    again.config = Some("hostname = \"box2\"\n".into());
+    let config2 = "hostname = \"box2\"\n[[unikernels]]\nname = \"t2\"\nimage = \"time.hvt\"\n";
+    let mut again = request(&["time"]);
+    again.config = Some(config2.into());
     let second = run(&img, &again).unwrap();
     assert_eq!(second.free_bytes, report.free_bytes);
+    assert!(second.added_entries.is_empty());
     assert_eq!(
         witness_ok("mtype", "mtools", &["-i", &esp, "::/petrel/config.toml"]),
-        "hostname = \"box2\"\n"
+        config2
     );
     assert_eq!(outside_esp(&img), before);
     fsck_esp(&img, &s);
@@ -178,6 +182,7 @@ fn refusals_leave_the_image_alone() {
     let mut big = guest("hello");
     big.resize(100 << 20, 0);
     let mut full = request(&[]);
+    full.config = None;
     full.autostart = ["a", "b", "c"]
         .iter()
         .map(|n| ((*n).to_owned(), big.clone()))

@@ -94,8 +94,12 @@ impl DiskCmd {
 
 #[derive(FromArgs, Debug)]
 /// Write one device's settings onto the ESP of a Petrel image file or a flashed disk:
-/// petrel/config.toml (validated), petrel/trust/ca.pem, petrel/images/NAME.hvt
-/// (each checked to be a Solo5 hvt unikernel). Nothing outside the ESP changes.
+/// petrel/config.toml (validated), petrel/trust/ca.pem, the device certificate and key
+/// (petrel/trust/device.crt.pem, device.key.pem), petrel/images/NAME.hvt (each checked
+/// to be a Solo5 hvt unikernel). petreld starts the config's [[unikernels]] at boot; an
+/// --autostart image that no [[unikernels]] entry and no [[services]] command names
+/// gets an entry of its own (its network devices on the service bridge). Nothing
+/// outside the ESP changes.
 #[argh(subcommand, name = "provision")]
 pub struct ProvisionCmd {
     /// the image file or block device
@@ -110,6 +114,16 @@ pub struct ProvisionCmd {
     /// a unikernel to place for autostart, as NAME=FILE.hvt (repeatable)
     #[argh(option)]
     pub autostart: Vec<String>,
+    /// the device's certificate chain, PEM, issued under --trust (petrelctl ca issue
+    /// NAME --device HOSTNAME)
+    #[argh(option)]
+    pub device_cert: Option<PathBuf>,
+    /// the device's private key, PEM
+    #[argh(option)]
+    pub device_key: Option<PathBuf>,
+    /// the operator's top identity (e.g. ops), written as [management] admin
+    #[argh(option)]
+    pub admin: Option<String>,
 }
 
 /// Reads a whole input file, refusing one larger than `max_bytes`.
@@ -141,6 +155,14 @@ impl ProvisionCmd {
                 read_capped(Path::new(file), UNIKERNEL_MAX_BYTES)?,
             ));
         }
+        let device_cert_pem = match &self.device_cert {
+            Some(p) => Some(read_capped(p, TRUST_MAX_BYTES)?),
+            None => None,
+        };
+        let device_key_pem = match &self.device_key {
+            Some(p) => Some(read_capped(p, TRUST_MAX_BYTES)?),
+            None => None,
+        };
         let time_unix_secs = match source_date_epoch_from_env()? {
             Some(t) => t,
             None => std::time::SystemTime::now()
@@ -151,6 +173,9 @@ impl ProvisionCmd {
             config: Some(config),
             trust_pem,
             autostart,
+            device_cert_pem,
+            device_key_pem,
+            admin: self.admin.clone(),
             time_unix_secs,
         };
         // Check everything before opening the target for writing.
@@ -181,6 +206,9 @@ impl ProvisionCmd {
             .map_err(|e| format!("{}: {e}", target.display()))?;
         for w in &report.config_warnings {
             eprintln!("warning: {}: {w}", self.config.display());
+        }
+        for name in &report.added_entries {
+            println!("added [[unikernels]] entry {name:?} to the config");
         }
         for (path, bytes) in &report.written {
             println!("wrote {path} ({bytes} bytes)");
