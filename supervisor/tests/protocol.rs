@@ -1330,3 +1330,25 @@ fn tls_garbage_and_silence() {
         Err(ClientError::Connect { .. })
     ));
 }
+
+/// Request latency over loopback TLS with a trivial service: the server's own share
+/// of the `info` p99 target (10 ms). Printed; asserted generously (a shared, loaded
+/// machine, debug builds).
+#[test]
+fn tls_call_latency() {
+    let world = TlsWorld::new();
+    let ops = world.issue(&world.root, "ops", Kind::Client);
+    let mut client = Client::connect(&world.endpoint(&ops), TIMEOUT).unwrap();
+    let mut samples: Vec<Duration> = (0..500)
+        .map(|_| {
+            let started = Instant::now();
+            client.call(Command::Info { name: None }).unwrap();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let p50 = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    eprintln!("info over loopback TLS: p50 {p50:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}
