@@ -293,7 +293,17 @@ impl Client {
                     match tls.conn.complete_io(&mut tls.sock) {
                         Ok(_) => {}
                         Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(io_error(e)),
+                        // A plain I/O failure here (reset, closed: the daemon at its
+                        // connection limit) is a failure to connect.
+                        Err(e) => {
+                            return Err(match io_error(e) {
+                                ClientError::Io(source) => ClientError::Connect {
+                                    addr: addr.clone(),
+                                    source,
+                                },
+                                other => other,
+                            });
+                        }
                     }
                 }
                 Transport::Tls(Box::new(tls))

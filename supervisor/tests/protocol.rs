@@ -1067,6 +1067,10 @@ struct TlsWorld {
 
 impl TlsWorld {
     fn new() -> Self {
+        Self::with_limit(ServerConfig::default().max_connections)
+    }
+
+    fn with_limit(max_connections: usize) -> Self {
         let validity = Validity::standard();
         let root = ca::init("Petrel test CA", &validity).unwrap();
         let anchors = tls::certs_from_pem(ca::anchor_pem(&root).unwrap().as_bytes()).unwrap();
@@ -1093,6 +1097,7 @@ impl TlsWorld {
                     config,
                     anchors: anchors.clone(),
                 }),
+                max_connections,
                 ..ServerConfig::default()
             },
             mock.clone(),
@@ -1351,4 +1356,21 @@ fn tls_call_latency() {
     let p99 = samples[samples.len() * 99 / 100];
     eprintln!("info over loopback TLS: p50 {p50:?}, p99 {p99:?}");
     assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}
+
+#[test]
+fn tls_connection_limit() {
+    let world = TlsWorld::with_limit(1);
+    let ops = world.issue(&world.root, "ops", Kind::Client);
+    let mut first = Client::connect(&world.endpoint(&ops), TIMEOUT).unwrap();
+    let refused = Client::connect(&world.endpoint(&ops), TIMEOUT)
+        .err()
+        .unwrap();
+    assert!(refused.is_connect(), "{refused:?}");
+    assert_eq!(first.call(Command::Reboot).unwrap(), ReplyBody::Ok);
+    drop(first);
+    wait_until("the slot to free", || {
+        world.server.as_ref().unwrap().connections() == 0
+    });
+    world.still_serving();
 }
