@@ -8,6 +8,36 @@
 //! accept). Every socket read waits at most a tick, so no thread blocks for long, and
 //! every write at most [`WRITE_TIMEOUT`]. The protocol itself is in `session`.
 //!
+//! # The conversation
+//!
+//! - TLS connections are authenticated first: the handshake requires a client
+//!   certificate chaining to an anchor, and the caller is
+//!   `Caller::Remote(identity)`; if the chain names no valid identity the client is
+//!   told (`PermissionDenied`, request id 0) and the connection closes. The Unix
+//!   socket (mode 0600) is `Caller::Local`.
+//! - The client sends a hello; the server answers with its own, or with
+//!   `VersionMismatch` / `Malformed` on request id 0 and closes. Both within
+//!   [`HANDSHAKE_TIMEOUT`].
+//! - Then requests, one at a time. Each gets exactly one final reply, except a
+//!   download (console, logs, block download), which gets `Proceed`, `Data` chunks
+//!   and one `End` (size and sha256 of what was sent) or `Abort`.
+//! - Upload (`Outcome::Receive`): `Proceed`, the client's `Data` chunks, its `End`
+//!   (checked against the announced size and digest), the final reply. If the upload
+//!   fails part-way (digest, size, the sink's error) the error reply goes out at once
+//!   and the server drops the client's remaining chunks up to its `End`/`Abort`; a
+//!   client `Abort` is answered with an error reply.
+//! - While a stream runs, another request is answered `Busy`; a `Cancel` of the
+//!   running stream stops it: the server sends the stream's `End` (figures of what
+//!   was sent), then `Ok` to the cancel. A `Cancel` of anything else: `NotFound`.
+//! - A frame that breaks the framing (oversized, empty, truncated) or does not decode
+//!   gets `Malformed` on request id 0 and the connection closes; so does a hello,
+//!   reply or stream chunk out of turn. A recognisable request whose command is
+//!   unknown (a newer client) gets `Unsupported` on its own id and the connection
+//!   goes on. Request id 0 (reserved) gets `BadRequest`.
+//! - A connection with no message for [`ServerConfig::idle_timeout`] is closed
+//!   (also mid-upload; a running download is not idle). On shutdown a running
+//!   download ends with `Abort` (`Internal`).
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use petreld::server::{Server, ServerConfig};

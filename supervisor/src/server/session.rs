@@ -1,16 +1,7 @@
 //! The protocol on one authenticated connection: the hello, then requests one at a
 //! time, with the data streams of [`Outcome::Receive`] and [`Outcome::Send`].
 //!
-//! Rules:
-//! - every request gets exactly one final reply; a download ends with `End` or `Abort`
-//!   instead (and a `Cancel` request gets its own reply after that `End`);
-//! - a frame that breaks the framing or does not decode gets an error reply on request
-//!   id 0 and the connection closes — except a recognisable request with a command we
-//!   do not know (a newer client), which gets `Unsupported` on its own id;
-//! - a request sent while a stream runs is answered `Busy` (a `Cancel` of that stream
-//!   stops it); any other message out of turn is a protocol error;
-//! - a connection quiet for the idle timeout is closed, as is one whose peer stops
-//!   reading (socket write timeout).
+//! The rules are in the `server` module's documentation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
