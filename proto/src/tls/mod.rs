@@ -18,7 +18,6 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 
 use crate::msg::Sha256Digest;
@@ -29,7 +28,7 @@ mod identity;
 mod pin;
 
 pub use rustls;
-pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 pub use identity::peer_identity;
 
