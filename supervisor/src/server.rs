@@ -532,6 +532,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn authenticate(shared: &Shared, incoming: Incoming) -> Result<(Transport, Caller), String> {
     match incoming {
         Incoming::Unix(stream) => {
+            // The socket's mode already keeps others out; check the peer anyway.
+            let cred = rustix::net::sockopt::socket_peercred(&stream)
+                .map_err(|e| format!("peer credentials: {e}"))?;
+            if !cred.uid.is_root() && cred.uid != rustix::process::geteuid() {
+                return Err(format!(
+                    "local peer pid {} runs as uid {}, neither root nor ours",
+                    cred.pid.as_raw_nonzero(),
+                    cred.uid.as_raw()
+                ));
+            }
+            log::debug!(
+                "local peer pid {} uid {}",
+                cred.pid.as_raw_nonzero(),
+                cred.uid.as_raw()
+            );
             stream
                 .set_nonblocking(false)
                 .and_then(|()| stream.set_read_timeout(Some(READ_TICK)))
