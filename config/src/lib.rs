@@ -137,8 +137,8 @@ pub struct Autostart {
     pub priority: i32,
 }
 
-/// A network device of an autostart unikernel: `"DEV"` (on [`DEFAULT_BRIDGE`]) or
-/// `"DEV=BRIDGE"`.
+/// A network device of an autostart unikernel: `"DEV=BRIDGE"`, or `"DEV"` for the
+/// bridge of the same name (as albatross and `petrelctl create --net`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetAttach {
     /// The manifest's device name: 1 to [`DEVICE_NAME_MAX_BYTES`] bytes of `[A-Za-z0-9_-]`.

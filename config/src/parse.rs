@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    Autostart, Boot, Bridge, Config, ConfigError, DEFAULT_BRIDGE, DEFAULT_UNIKERNEL_MEMORY_MIB,
+    Autostart, Boot, Bridge, Config, ConfigError, DEFAULT_UNIKERNEL_MEMORY_MIB,
     DEVICE_NAME_MAX_BYTES, IDENTITY_MAX_DEPTH, IFNAME_MAX_BYTES, Ipv4Mode, Ipv6Mode, MIN_MTU,
     Management, NAME_MAX_BYTES, NetAttach, Network, NtpServer, Parsed, Position, Restart,
     SCHEMA_VERSION, Service, TRIAL_DEADLINE_SECS_RANGE, Time, UNIKERNEL_MEMORY_MIB_RANGE, Uplink,
@@ -703,10 +703,11 @@ fn unikernels(
         }
         let mut net: Vec<NetAttach> = Vec::with_capacity(ru.net.len());
         for d in &ru.net {
+            // "DEV" alone: the bridge of the same name (albatross, petrelctl --net).
             let (device, bridge) = d
                 .get_ref()
                 .split_once('=')
-                .unwrap_or((d.get_ref().as_str(), DEFAULT_BRIDGE));
+                .unwrap_or((d.get_ref().as_str(), d.get_ref().as_str()));
             if !is_name(device, DEVICE_NAME_MAX_BYTES) {
                 return Err(src.at(
                     d,

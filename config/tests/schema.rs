@@ -895,7 +895,7 @@ fn management_and_unikernels_edges() {
     assert_eq!(p.config.management.admin.as_deref(), Some(deep.as_str()));
     let long = "d".repeat(67);
     let text = format!(
-        "[[unikernels]]\nname = \"{}\"\nimage = \"x.hvt\"\nnet = [\"{long}\"]\nmemory_mib = 65536\npriority = -2147483648\n",
+        "[[unikernels]]\nname = \"{}\"\nimage = \"x.hvt\"\nnet = [\"{long}=service\"]\nmemory_mib = 65536\npriority = -2147483648\n",
         "n".repeat(64)
     );
     let p = parse(&text);
@@ -907,10 +907,27 @@ fn management_and_unikernels_edges() {
     assert_eq!(p.config.unikernel("other"), None);
     assert_eq!(Config::parse(&p.config.to_toml()).unwrap().config, p.config);
     let err = Config::parse(&format!(
-        "[[unikernels]]\nname = \"a\"\nimage = \"a.hvt\"\nnet = [\"{long}d\"]\n"
+        "[[unikernels]]\nname = \"a\"\nimage = \"a.hvt\"\nnet = [\"{long}d=service\"]\n"
     ))
     .unwrap_err();
     assert!(err.message.contains("1 to 67"), "{err}");
+    // "DEV" alone joins the bridge of its own name.
+    let p = parse(
+        "[[network.bridges]]\nname = \"lan\"\n[[unikernels]]\nname = \"a\"\nimage = \"a.hvt\"\nnet = [\"lan\", \"x=lan\"]\n",
+    );
+    assert_eq!(
+        p.config.unikernels[0].net,
+        [
+            NetAttach {
+                device: "lan".into(),
+                bridge: "lan".into()
+            },
+            NetAttach {
+                device: "x".into(),
+                bridge: "lan".into()
+            }
+        ]
+    );
     // Unknown keys inside the new tables are warnings, as everywhere.
     let p = parse(
         "[management]\nport = 1\n[[unikernels]]\nname = \"a\"\nimage = \"a.hvt\"\ncpus = [1]\n",

@@ -71,7 +71,7 @@ fn autostart_images_get_entries_and_admin_is_set() {
 
     // An entry of the operator's own (with arguments) is kept as written, comments too.
     let own = "# mine\n[[unikernels]]\nname = \"web\"\nimage = \"web.hvt\"\n\
-               args = [\"--ipv4=10.0.2.100/24\"]\nnet = [\"service0\"]\n\n\
+               args = [\"--ipv4=10.0.2.100/24\"]\nnet = [\"service0=service\"]\n\n\
                [management]\nadmin = \"ops\"\n";
     let mut req = request(own);
     req.autostart = vec![("web".into(), guest("net"))];
@@ -89,7 +89,8 @@ fn autostart_images_get_entries_and_admin_is_set() {
     assert_eq!(esp_text(&img, "petrel/config.toml"), services);
 
     // An entry for an image already on the ESP needs no upload.
-    let later = "[[unikernels]]\nname = \"again\"\nimage = \"web.hvt\"\nnet = [\"service0\"]\n";
+    let later =
+        "[[unikernels]]\nname = \"again\"\nimage = \"web.hvt\"\nnet = [\"service0=service\"]\n";
     run(&img, &request(later)).unwrap();
     assert_eq!(esp_text(&img, "petrel/config.toml"), later);
 }
@@ -116,7 +117,7 @@ fn entries_that_do_not_fit_are_refused() {
     );
     assert!(e.contains("missing [service0], extra []"), "{e}");
     let e = refuse(
-        "[[unikernels]]\nname = \"w\"\nimage = \"web.hvt\"\nnet = [\"service0\", \"eth1\"]\n",
+        "[[unikernels]]\nname = \"w\"\nimage = \"web.hvt\"\nnet = [\"service0=service\", \"eth1=service\"]\n",
         &[("web", "net")],
         None,
     );
