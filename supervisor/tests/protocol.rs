@@ -20,8 +20,8 @@ use petrel_proto::tls::ca::{self, Credentials, Kind, Validity};
 use petrel_proto::tls::{self, CertificateDer, ServerCheck, rustls};
 use petrel_proto::{
     BlockCommand, Chunk, Command, ConsoleHistory, Error, ErrorKind, FullName, Hello, LogBoot,
-    MAX_CHUNK_BYTES, Message, Reply, ReplyBody, Request, RequestId, Sha256Digest, Stream,
-    encode_frame,
+    MAX_CHUNK_BYTES, Message, Policy, PolicyCommand, PolicyEntry, Reply, ReplyBody, Request,
+    RequestId, Sha256Digest, Stream, encode_frame,
 };
 use petrelctl::client::{Client, ClientError, Endpoint};
 use petreld::api::{Caller, Outcome, Pull, Service, Sink, Source};
@@ -189,6 +189,19 @@ impl Service for Mock {
                 fail: Some(Error::new(ErrorKind::Internal, "log file vanished")),
                 dropped: self.dropped.clone(),
             })),
+            // A reply too large for a frame.
+            Command::Policy(PolicyCommand::List { .. }) => {
+                Outcome::Reply(ReplyBody::Policies(vec![PolicyEntry {
+                    identity: "ops".parse().unwrap(),
+                    policy: Policy {
+                        max_unikernels: 1,
+                        memory_mib: 1,
+                        block_bytes: 1,
+                        bridges: vec![String::from("b"); 600_000],
+                        cpus: Vec::new(),
+                    },
+                }]))
+            }
             _ => error(ErrorKind::Unsupported, String::from("not in the mock")),
         }
     }
@@ -413,8 +426,13 @@ fn several_commands_per_connection() {
         other => panic!("{other:?}"),
     }
     assert_eq!(client.call(Command::Reboot).unwrap(), ReplyBody::Ok);
+    // A reply over the frame cap becomes an error reply; the connection goes on.
+    match client.call(Command::Policy(PolicyCommand::List { identity: None })) {
+        Err(ClientError::Remote(e)) => assert_eq!(e.kind, ErrorKind::Internal),
+        other => panic!("{other:?}"),
+    }
     let callers = fx.mock.callers.lock().unwrap().clone();
-    assert_eq!(callers.len(), 8);
+    assert_eq!(callers.len(), 9);
     assert!(callers.iter().all(|c| *c == Caller::Local));
     // Streaming commands are refused by `call` before anything is sent.
     assert!(matches!(

@@ -62,7 +62,15 @@ impl Session<'_> {
     }
 
     fn reply(&mut self, id: RequestId, body: ReplyBody) -> Step<()> {
-        self.send(&Message::Reply(Reply { id, body }))
+        match self.conn.send(&Message::Reply(Reply { id, body })) {
+            // Our own reply does not encode (over the frame cap): say so instead.
+            Err(ConnError::Message { source, .. }) => {
+                log::error!("reply to request {} not sent: {source}", id.0);
+                let why = format!("the reply could not be sent: {source}");
+                self.send(&Message::Reply(Reply::error(id, ErrorKind::Internal, why)))
+            }
+            other => other.map_err(End::Failed),
+        }
     }
 
     fn chunk(&mut self, id: RequestId, chunk: Chunk) -> Step<()> {
