@@ -84,9 +84,12 @@ pub enum ClientError {
     /// A frame from the daemon broke the framing.
     #[error("bad frame from the daemon")]
     Frame(#[source] FrameError),
-    /// A frame from the daemon did not decode (or ours could not be encoded).
+    /// A frame from the daemon did not decode.
     #[error("bad message")]
     Message(#[source] MessageError),
+    /// Our request cannot be encoded (over the frame cap); nothing was sent.
+    #[error("the request cannot be sent")]
+    Encode(#[source] MessageError),
     /// No protocol version in common.
     #[error(transparent)]
     Version(VersionMismatch),
@@ -601,6 +604,7 @@ impl Client {
             let in_step = matches!(
                 e,
                 ClientError::Remote(_)
+                    | ClientError::Encode(_)
                     | ClientError::Input { .. }
                     | ClientError::Read(_)
                     | ClientError::Write(_)
@@ -663,7 +667,7 @@ impl Client {
     }
 
     fn send(&mut self, message: &Message) -> Result<(), ClientError> {
-        let frame = message.to_frame().map_err(ClientError::Message)?;
+        let frame = message.to_frame().map_err(ClientError::Encode)?;
         self.io.write_all(&frame).map_err(io_error)?;
         self.io.flush().map_err(io_error)
     }

@@ -426,6 +426,11 @@ fn several_commands_per_connection() {
         other => panic!("{other:?}"),
     }
     assert_eq!(client.call(Command::Reboot).unwrap(), ReplyBody::Ok);
+    // A request over the frame cap is not sent; the connection goes on.
+    let huge = Command::TrustRotate {
+        anchor_der: vec![0; 2 << 20],
+    };
+    assert!(matches!(client.call(huge), Err(ClientError::Encode(_))));
     // A reply over the frame cap becomes an error reply; the connection goes on.
     match client.call(Command::Policy(PolicyCommand::List { identity: None })) {
         Err(ClientError::Remote(e)) => assert_eq!(e.kind, ErrorKind::Internal),
