@@ -19,7 +19,7 @@ STAGE := $(CURDIR)/scripts/stage
 
 help:
 	@echo "make deps    install what a fresh machine lacks (rustup targets, Debian packages)"
-	@echo "make demo    build everything and boot the image in QEMU, console on this terminal"
+	@echo "make demo    build everything, boot the appliance in QEMU with a web unikernel (console here)"
 	@echo "make build   the static binaries, every example unikernel and the image"
 	@echo "make test    deps, build, fmt check, clippy -D warnings, all tests, QEMU boots (timed stages)"
 	@echo "make image   the firmware in build/image: petrel.img, petrel.efi, initramfs (IMAGE_VERSION=...)"
@@ -82,7 +82,9 @@ qemu:
 repro:
 	scripts/repro
 
-# Boots the image with the serial console on this terminal (Ctrl-A X quits).
+# Boots a provisioned copy of the image with the smoltcp HTTP unikernel autostarted,
+# the serial console on this terminal (Ctrl-A X quits); prints what to curl and how to
+# run petrelctl once the page answers.
 demo: deps build
 	scripts/demo build/image/petrel.img
 
