@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeMap;
+
+use crate::quota::Policy;
 use crate::state::{ExitInfo, Spec};
 
 /// The `format` of a state file.
@@ -50,12 +53,42 @@ pub struct Record {
     pub last_exit: Option<ExitInfo>,
 }
 
+/// A block volume: a file under the data partition's `block/`, owned by an identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockVolume {
+    /// Full name in the owner's namespace: `ops/alice:disk`.
+    pub name: String,
+    /// Its size in bytes, a multiple of `sector_size`.
+    pub size_bytes: u64,
+    /// Its sector size in bytes (a power of two, at least 512).
+    #[serde(default = "default_sector_size")]
+    pub sector_size: u32,
+}
+
+fn default_sector_size() -> u32 {
+    512
+}
+
 /// The body of a state file.
+///
+/// Fields after `unikernels` were added in the same firmware generation; each has a
+/// serde default, so a body without them (or with fields of a newer firmware) reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Body {
     /// Every unikernel that exists (destroyed ones are never written).
     #[serde(default)]
     pub unikernels: Vec<Record>,
+    /// Policies per identity path (DESIGN §5), set with `policy add`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    /// Every block volume that exists.
+    #[serde(default)]
+    pub blocks: Vec<BlockVolume>,
+    /// Autostart unikernels imported from the device config: full name → digest of
+    /// the config entry and its image. An entry is imported again only when it
+    /// changes, so a destroyed autostart unikernel stays destroyed.
+    #[serde(default)]
+    pub autostart: BTreeMap<String, String>,
 }
 
 /// A decoded state file.
@@ -325,6 +358,9 @@ mod tests {
 
     fn body(names: &[&str]) -> Body {
         Body {
+            policies: BTreeMap::new(),
+            blocks: Vec::new(),
+            autostart: BTreeMap::new(),
             unikernels: names
                 .iter()
                 .map(|n| Record {
@@ -542,5 +578,36 @@ mod tests {
                 assert_eq!(s.body, b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+
+    #[test]
+    fn policies_blocks_and_autostart_round_trip_and_default() {
+        let mut body = Body::default();
+        body.policies.insert(
+            "ops".into(),
+            Policy {
+                max_unikernels: 2,
+                ..Policy::default()
+            },
+        );
+        body.blocks.push(BlockVolume {
+            name: "ops:disk".into(),
+            size_bytes: 4096,
+            sector_size: 4096,
+        });
+        body.autostart.insert("ops:web".into(), "ab".into());
+        let s = decode(&encode(1, &body).expect("encodes")).expect("decodes");
+        assert_eq!(s.body, body);
+        // A body of the first format (unikernels only) reads with empty extensions,
+        // and a volume without a sector size gets 512.
+        let old = r#"{"unikernels":[],"blocks":[{"name":"ops:d","size_bytes":512}]}"#;
+        let b: Body = serde_json::from_str(old).expect("reads");
+        assert!(b.policies.is_empty() && b.autostart.is_empty());
+        assert_eq!(b.blocks[0].sector_size, 512);
     }
 }
