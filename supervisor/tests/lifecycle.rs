@@ -138,6 +138,28 @@ fn net_unikernel_on_the_bridge() {
     );
     wait_console(&mut c, "ops:web", "\"GET /\" 200", Duration::from_secs(5));
 
+    // Stats: the tender's CPU and memory from /proc, the tap's counters as the guest
+    // sees them (it received the ping and the request, and answered).
+    match c.call(Cmd::Stats {
+        name: Some(full("ops:web")),
+    }) {
+        Ok(ReplyBody::Stats(v)) => {
+            assert_eq!(v.len(), 1, "{v:?}");
+            let s = &v[0];
+            assert!(s.rss_bytes > 0, "tender RSS: {s:?}");
+            assert!(s.uptime_ms > 0, "{s:?}");
+            assert_eq!(s.nets.len(), 1, "{s:?}");
+            let n = &s.nets[0];
+            assert_eq!(n.name, "service0");
+            assert!(n.rx_packets >= 2 && n.tx_packets >= 2, "{n:?}");
+            assert!(
+                n.rx_bytes > n.rx_packets && n.tx_bytes > n.tx_packets,
+                "{n:?}"
+            );
+        }
+        other => panic!("stats: {other:?}"),
+    }
+
     // Restart with new arguments: a new tender, the same MAC.
     let r = c
         .call(Cmd::Restart {
@@ -252,13 +274,29 @@ fn refusals_of_bad_creates() {
         "one",
     );
 
-    // The upload does not match the announced digest.
+    // The upload does not match the announced digest. The client library checks this
+    // itself, so the stream goes by hand.
     let spec = Spec::new("ops:liar", "hello");
     let bytes = read(&spec.image);
-    let cmd = spec.command(bytes.len() as u64, Sha256Digest::of(b"something else"));
-    let r = c.upload(cmd, &mut bytes.as_slice(), &mut |_| {});
-    let (k, msg) = kind_of(r);
-    assert_eq!(k, ErrorKind::DigestMismatch, "{msg}");
+    let lie = Sha256Digest::of(b"something else");
+    let mut raw = Raw::unix(&d);
+    let r = raw.request(1, spec.command(bytes.len() as u64, lie));
+    assert_eq!(r, ReplyBody::Proceed);
+    match raw.stream(1, &bytes, lie) {
+        ReplyBody::Error(e) => assert_eq!(e.kind, ErrorKind::DigestMismatch, "{e}"),
+        other => panic!("a stream that does not match its digest: {other:?}"),
+    }
+    assert_denied(try_info(&mut c, "ops:liar"), ErrorKind::NotFound, "liar");
+    // Fewer bytes than announced.
+    let r = raw.request(
+        2,
+        spec.command(bytes.len() as u64, Sha256Digest::of(&bytes)),
+    );
+    assert_eq!(r, ReplyBody::Proceed);
+    match raw.stream(2, &bytes[..1000], Sha256Digest::of(&bytes)) {
+        ReplyBody::Error(e) => assert_eq!(e.kind, ErrorKind::DigestMismatch, "{e}"),
+        other => panic!("a short stream: {other:?}"),
+    }
 
     // Not an hvt executable.
     let mut junk = Spec::new("ops:junk", "hello");

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use petrel_proto::msg::{
-    BlockAttach, BlockCommand, BlockInfo, Command as Cmd, ConsoleHistory, CreateSpec, ImageSource,
-    NetDevice, Policy, PolicyCommand, ReplyBody, RestartPolicy, Sha256Digest, UnikernelInfo,
-    UnikernelState,
+    BlockAttach, BlockCommand, BlockInfo, Chunk, Command as Cmd, ConsoleHistory, CreateSpec, Hello,
+    ImageSource, Message, NetDevice, Policy, PolicyCommand, ReplyBody, Request, RequestId,
+    RestartPolicy, Sha256Digest, Stream, UnikernelInfo, UnikernelState,
 };
 use petrel_proto::name::{FullName, Identity, UnikernelName};
 use petrel_proto::tls::{self, CertificateDer, ServerCheck, ca};
@@ -137,6 +137,7 @@ pub fn now_unix_ms() -> u64 {
 
 /// Polls `f` every 50 ms until it returns `Some`, failing with `what` (and the daemon log
 /// if given) after `timeout`.
+#[track_caller]
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -466,7 +467,6 @@ impl Daemon {
             }
         }
         cmd.args(&self.options.extra)
-            .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
@@ -771,6 +771,7 @@ pub fn try_create(c: &mut Client, spec: &Spec) -> Result<UnikernelInfo, ClientEr
 }
 
 /// [`try_create`], failing the test on an error.
+#[track_caller]
 pub fn create(c: &mut Client, spec: &Spec) -> UnikernelInfo {
     try_create(c, spec).unwrap_or_else(|e| panic!("create {}: {e}", spec.name))
 }
@@ -787,6 +788,7 @@ pub fn try_info(c: &mut Client, name: &str) -> Result<UnikernelInfo, ClientError
 }
 
 /// [`try_info`], failing the test on an error.
+#[track_caller]
 pub fn info(c: &mut Client, name: &str) -> UnikernelInfo {
     try_info(c, name).unwrap_or_else(|e| panic!("info {name}: {e}"))
 }
@@ -808,6 +810,7 @@ pub fn try_destroy(c: &mut Client, name: &str) -> Result<(), ClientError> {
 }
 
 /// [`try_destroy`], failing the test on an error.
+#[track_caller]
 pub fn destroy(c: &mut Client, name: &str) {
     try_destroy(c, name).unwrap_or_else(|e| panic!("destroy {name}: {e}"));
 }
@@ -828,11 +831,13 @@ pub fn try_console(c: &mut Client, name: &str) -> Result<String, ClientError> {
 }
 
 /// [`try_console`], failing the test on an error.
+#[track_caller]
 pub fn console(c: &mut Client, name: &str) -> String {
     try_console(c, name).unwrap_or_else(|e| panic!("console {name}: {e}"))
 }
 
 /// Waits until the console of `name` contains `needle`; returns the console.
+#[track_caller]
 pub fn wait_console(c: &mut Client, name: &str, needle: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
@@ -849,6 +854,7 @@ pub fn wait_console(c: &mut Client, name: &str, needle: &str, timeout: Duration)
 }
 
 /// Waits until `name`'s info satisfies `pred`; returns it.
+#[track_caller]
 pub fn wait_info(
     c: &mut Client,
     name: &str,
@@ -871,6 +877,7 @@ pub fn wait_info(
 }
 
 /// Waits until `name` runs (and has a pid).
+#[track_caller]
 pub fn wait_running(c: &mut Client, name: &str) -> UnikernelInfo {
     wait_info(c, name, "running", Duration::from_secs(15), |i| {
         i.state == UnikernelState::Running && i.pid.is_some()
@@ -878,6 +885,7 @@ pub fn wait_running(c: &mut Client, name: &str) -> UnikernelInfo {
 }
 
 /// Waits until `name` is stopped for good.
+#[track_caller]
 pub fn wait_stopped(c: &mut Client, name: &str) -> UnikernelInfo {
     wait_info(c, name, "stopped", Duration::from_secs(15), |i| {
         i.state == UnikernelState::Stopped
@@ -886,6 +894,7 @@ pub fn wait_stopped(c: &mut Client, name: &str) -> UnikernelInfo {
 
 /// The error kind of a failed call; panics with the reply if it succeeded or failed
 /// otherwise than with an error reply.
+#[track_caller]
 pub fn kind_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorKind, String) {
     match r {
         Err(ClientError::Remote(e)) => (e.kind, e.message),
@@ -894,6 +903,7 @@ pub fn kind_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorKind, Str
 }
 
 /// Asserts an error reply of `kind` whose message mentions `needle`.
+#[track_caller]
 pub fn assert_denied<T: std::fmt::Debug>(r: Result<T, ClientError>, kind: ErrorKind, needle: &str) {
     let (k, msg) = kind_of(r);
     assert_eq!(k, kind, "error kind (message: {msg:?})");
@@ -915,6 +925,7 @@ pub fn try_policy(c: &mut Client, who: &str, policy: Policy) -> Result<(), Clien
 }
 
 /// [`try_policy`], failing on an error.
+#[track_caller]
 pub fn set_policy(c: &mut Client, who: &str, policy: Policy) {
     try_policy(c, who, policy).unwrap_or_else(|e| panic!("policy add {who}: {e}"));
 }
@@ -1022,4 +1033,76 @@ pub fn read(path: &Path) -> Vec<u8> {
         .and_then(|mut f| f.read_to_end(&mut v))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     v
+}
+
+/// A protocol connection by hand over the Unix socket, for what the client library
+/// refuses to send (a stream that does not match its announcement).
+pub struct Raw {
+    s: std::os::unix::net::UnixStream,
+}
+
+impl Raw {
+    /// Connects and exchanges hellos.
+    pub fn unix(d: &Daemon) -> Raw {
+        let s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut r = Raw { s };
+        r.send(&Message::Hello(Hello::new("petrel-g-raw")));
+        match r.recv() {
+            Message::Hello(_) => r,
+            other => panic!("expected the daemon's hello, got {other:?}"),
+        }
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, m: &Message) {
+        let payload = m.encode().expect("encode");
+        petrel_proto::frame::write_frame(&mut self.s, &payload).expect("write frame");
+    }
+
+    /// Receives one message.
+    pub fn recv(&mut self) -> Message {
+        let payload = petrel_proto::frame::read_frame(&mut self.s)
+            .expect("read frame")
+            .expect("the daemon closed the connection");
+        Message::decode(&payload).expect("decode")
+    }
+
+    /// Sends request `id` and returns the next reply to it.
+    pub fn request(&mut self, id: u32, command: Cmd) -> ReplyBody {
+        self.send(&Message::Request(Request {
+            id: RequestId(id),
+            command,
+        }));
+        loop {
+            match self.recv() {
+                Message::Reply(r) if r.id == RequestId(id) => return r.body,
+                Message::Stream(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Streams `data` for request `id` with an `End` that claims `claimed` as digest,
+    /// and returns the final reply.
+    pub fn stream(&mut self, id: u32, data: &[u8], claimed: Sha256Digest) -> ReplyBody {
+        for chunk in data.chunks(petrel_proto::msg::MAX_CHUNK_BYTES) {
+            self.send(&Message::Stream(Stream {
+                id: RequestId(id),
+                chunk: Chunk::Data(chunk.to_vec()),
+            }));
+        }
+        self.send(&Message::Stream(Stream {
+            id: RequestId(id),
+            chunk: Chunk::End {
+                total_bytes: data.len() as u64,
+                sha256: claimed,
+            },
+        }));
+        match self.recv() {
+            Message::Reply(r) if r.id == RequestId(id) => r.body,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
