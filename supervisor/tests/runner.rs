@@ -859,6 +859,16 @@ fn console_followers_are_bounded_and_a_slow_one_loses_lines() {
     }
     let want: Vec<String> = (0..25).map(|i| format!("live {i}")).collect();
     assert_eq!(seen, want);
+    // The reader offers a line to every follower, then stores it: once stored, the
+    // slow follower has had its chance at every line.
+    let deadline = Instant::now() + WAIT;
+    while c
+        .lines("t:follow", ConsoleHistory::Lines(1))
+        .is_none_or(|l| l.iter().all(|l| l.text != "live 24"))
+    {
+        assert!(Instant::now() < deadline, "the last line was never stored");
+        thread::sleep(Duration::from_millis(5));
+    }
     let mut got = Vec::new();
     while let Pull::Data(d) = slow.next(Duration::ZERO) {
         got.extend(texts(&String::from_utf8(d).expect("utf-8")));
@@ -890,4 +900,28 @@ fn console_followers_are_bounded_and_a_slow_one_loses_lines() {
     }
     assert!(c.source("t:follow", ConsoleHistory::All, false).is_none());
     assert!(c.names().is_empty());
+}
+
+#[test]
+fn dropping_the_runner_kills_its_tenders_silently() {
+    let ns = Netns::new("drop");
+    let pid = ns.run(|| {
+        let h = Harness::new();
+        let l = net_launch("t:drop", "br0", Mac([2, 0, 0, 0, 0, 4]), "10.79.0.4/24");
+        let sp = h.runner.spawn(&l).expect("spawn");
+        h.wait_console("t:drop", "listening on TCP port 80");
+        assert_eq!(h.runner.running(), [sp.pid]);
+        let Harness {
+            runner,
+            consoles: _c,
+            exits,
+        } = h;
+        drop(runner);
+        assert!(dead(sp.pid), "the tender outlived its runner");
+        // Nothing supervises it any more: no exit is reported.
+        assert!(exits.recv_timeout(Duration::from_millis(300)).is_err());
+        sp.pid
+    });
+    assert!(dead(pid));
+    assert!(!ns.links().iter().any(|l| l.starts_with("ptap")));
 }
