@@ -13,17 +13,17 @@
 //! acknowledges a change that was not saved. SIGTERM (or SIGINT) stops every tender
 //! cleanly, saves, and returns, for an exit status 0.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use petrel_config::{Autostart, Config};
-use petrel_proto::msg::{Error, ErrorKind, LogBoot};
+use petrel_proto::msg::{Error, ErrorKind, LogBoot, ReplyBody};
 use petrel_proto::tls::{self, CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
@@ -32,8 +32,8 @@ use crate::machine::{Action, Event};
 use crate::persist::{self, Body, Record};
 use crate::runner::{Launch, LaunchBlock, LaunchNet, Runner, RunnerConfig, Spawned};
 use crate::server::{Server, ServerConfig, TlsListen};
-use crate::service::{Core, CoreSettings, Engine, Msg};
-use crate::state::{ExitStatus, NetDevice, RestartPolicy, RunState, Spec};
+use crate::service::{Answer, Core, CoreSettings, Engine, Msg};
+use crate::state::{ExitStatus, NetDevice, RestartPolicy, Spec};
 use crate::store::{self, DataDir};
 
 /// The default data directory.
@@ -486,6 +486,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         consoles,
         store: state_store,
         start: Instant::now(),
+        pids: BTreeMap::new(),
+        waiting: Vec::new(),
         exit: false,
         shutting_down: false,
         persist_error: None,
@@ -545,6 +547,16 @@ fn factory_wipe(data: &DataDir) {
     let _ = store::sync_dir(data.root());
 }
 
+/// How long a destroy's reply waits for the tender to die.
+pub const DESTROY_WAIT: Duration = Duration::from_secs(5);
+
+/// A destroy reply waiting for the tender's exit.
+struct Waiting {
+    name: String,
+    reply: SyncSender<Result<Answer, Error>>,
+    deadline: Duration,
+}
+
 /// The core thread's state.
 struct Daemon {
     engine: Engine,
@@ -552,6 +564,10 @@ struct Daemon {
     consoles: Arc<Consoles>,
     store: persist::Store,
     start: Instant,
+    /// The tender of each unikernel that has one.
+    pids: BTreeMap<String, u32>,
+    /// Destroy replies waiting for tenders to die.
+    waiting: Vec<Waiting>,
     exit: bool,
     shutting_down: bool,
     /// The last save failure since the current request began.
@@ -565,7 +581,12 @@ impl Daemon {
 
     fn run_loop(&mut self, rx: &Receiver<Msg>) {
         while !self.exit {
-            let msg = match self.engine.machine.poll_at() {
+            let due = self.engine.machine.poll_at();
+            let due = match (due, self.waiting.iter().map(|w| w.deadline).min()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let msg = match due {
                 Some(at) => match rx.recv_timeout(at.saturating_sub(self.now())) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -577,7 +598,10 @@ impl Daemon {
                 },
             };
             match msg {
-                None => self.event(Event::Tick),
+                None => {
+                    self.event(Event::Tick);
+                    self.expire_waiting();
+                }
                 Some(Msg::Request { caller, op, reply }) => {
                     let (result, actions) = self.engine.handle(self.now(), &caller, op);
                     self.persist_error = None;
@@ -587,21 +611,33 @@ impl Daemon {
                             ErrorKind::Internal,
                             format!("the change could not be saved: {e}"),
                         )),
-                        (r, _) => r.and_then(|a| self.engine.resolve(self.now(), a)),
+                        (r, _) => r,
                     };
-                    let _ = reply.send(result);
+                    match result {
+                        // The reply waits for the tender's end (a SIGKILL: milliseconds),
+                        // so the name and the resources are free when it arrives.
+                        Ok(Answer::Destroyed(name)) if self.engine.machine.get(&name).is_some() => {
+                            self.waiting.push(Waiting {
+                                name,
+                                reply,
+                                deadline: self.now().saturating_add(DESTROY_WAIT),
+                            });
+                        }
+                        r => {
+                            let _ = reply.send(r.and_then(|a| self.engine.resolve(self.now(), a)));
+                        }
+                    }
                     if self.engine.factory_reset && !self.shutting_down {
                         log::warn!("factory reset requested: stopping every unikernel");
                         self.shutdown();
                     }
                 }
                 Some(Msg::Exited(ex)) => {
-                    let stale = self.engine.machine.get(&ex.name).is_some_and(
-                        |u| matches!(u.state, RunState::Running { pid, .. } if pid != ex.pid),
-                    );
-                    if stale {
+                    if self.pids.get(&ex.name) != Some(&ex.pid) {
+                        log::debug!("stale exit report of {} (pid {})", ex.name, ex.pid);
                         continue;
                     }
+                    self.pids.remove(&ex.name);
                     log::info!(
                         "{} (pid {}) exited: {:?} {}",
                         ex.name,
@@ -627,6 +663,32 @@ impl Daemon {
                 }
             }
         }
+        // Destroys are saved; their tenders are gone with everything else.
+        self.release_waiting(|_| true);
+    }
+
+    /// Replies `Ok` to the destroys `which` selects.
+    fn release_waiting(&mut self, which: impl Fn(&Waiting) -> bool) {
+        let (done, keep): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| which(w));
+        self.waiting = keep;
+        for w in done {
+            let _ = w.reply.send(Ok(Answer::Reply(ReplyBody::Ok)));
+        }
+    }
+
+    /// Destroys whose tender outlived [`DESTROY_WAIT`]: acknowledged anyway (the
+    /// destroy is saved; the tender goes when the kernel lets it).
+    fn expire_waiting(&mut self) {
+        let now = self.now();
+        for w in self.waiting.iter().filter(|w| w.deadline <= now) {
+            log::warn!(
+                "{}: the tender is slow to die; destroy acknowledged",
+                w.name
+            );
+        }
+        self.release_waiting(|w| w.deadline <= now);
     }
 
     fn shutdown(&mut self) {
@@ -658,6 +720,7 @@ impl Daemon {
                     let ev = match self.spawn(&name) {
                         Ok(sp) => {
                             log::info!("{name} started (pid {})", sp.pid);
+                            self.pids.insert(name.clone(), sp.pid);
                             self.engine.taps.insert(name.clone(), sp.taps);
                             Event::TenderStarted { name, pid: sp.pid }
                         }
@@ -676,11 +739,9 @@ impl Daemon {
                     queue.extend(self.machine_event(ev));
                 }
                 Action::Kill { name, signal } => {
-                    let pid = self.engine.machine.get(&name).and_then(|u| match u.state {
-                        RunState::Running { pid, .. } => Some(pid),
-                        _ => None,
-                    });
-                    if let Some(pid) = pid
+                    // By the daemon's own record: a destroyed unikernel's state no
+                    // longer names its pid.
+                    if let Some(&pid) = self.pids.get(&name)
                         && let Err(e) = self.runner.signal(pid, signal)
                     {
                         log::debug!("{name}: signal {signal} to {pid}: {e}");
@@ -691,6 +752,7 @@ impl Daemon {
                     self.engine.taps.remove(&name);
                 }
                 Action::Forget { name } => {
+                    self.release_waiting(|w| w.name == name);
                     self.consoles.forget(&name);
                     self.engine.exit_times.remove(&name);
                     store::gc_images(

@@ -119,6 +119,8 @@ pub enum Answer {
     Reply(ReplyBody),
     /// Reply with the info of this unikernel once the actions ran.
     InfoOf(String),
+    /// Reply `Ok` once this unikernel's tender is gone (at once if it had none).
+    Destroyed(String),
     /// Allowed, nothing to say.
     Done,
     /// Running tenders.
@@ -532,10 +534,10 @@ impl Engine {
                 let full = name.to_string();
                 actions.extend(
                     self.machine
-                        .handle(now, Event::Destroy { name: full })
+                        .handle(now, Event::Destroy { name: full.clone() })
                         .map_err(machine_err)?,
                 );
-                Ok(Answer::Reply(ReplyBody::Ok))
+                Ok(Answer::Destroyed(full))
             }
             Op::Restart(name, args) => {
                 self.may_act(caller, &name.owner)?;
@@ -608,6 +610,7 @@ impl Engine {
                     format!("no unikernel named {name}"),
                 )),
             },
+            Answer::Destroyed(_) => Ok(Answer::Reply(ReplyBody::Ok)),
             other => Ok(other),
         }
     }
