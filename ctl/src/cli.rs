@@ -197,7 +197,7 @@ pub struct Restart {
     subcommand,
     name = "console",
     note = "--since takes 10m / 2h / 1d (ago), @UNIX_SECONDS or 2026-01-31T12:00:00Z.
-Without --lines or --since: everything kept (with -f: nothing old).",
+Without --lines or --since: everything kept (with -f: the last 10 lines).",
     example = "petrelctl console web -f --lines 20"
 )]
 pub struct Console {
@@ -303,16 +303,16 @@ pub struct BlockUpload {
 #[argh(
     subcommand,
     name = "download",
-    note = "FILE - writes to standard output. A file is written as FILE.part and renamed
-once the digest checks out."
+    note = "Without FILE the contents go to standard output. A file is written as FILE.part
+and renamed once the size and digest check out."
 )]
 pub struct BlockDownload {
     /// the block device (OWNER:NAME or NAME)
     #[argh(positional)]
     pub name: String,
-    /// where to write
+    /// where to write (default: standard output)
     #[argh(positional)]
-    pub file: String,
+    pub file: Option<String>,
 }
 
 /// Manage the policies (quotas) of identities below yours.

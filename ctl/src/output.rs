@@ -163,7 +163,6 @@ pub fn info_detail(i: &UnikernelInfo) -> String {
     for b in &i.blocks {
         kv("block", format!("{} = {}", b.name, b.device));
     }
-    t.rows.remove(0);
     t.render()
 }
 
@@ -378,6 +377,10 @@ mod tests {
     #[test]
     fn detail_and_json() {
         let d = info_detail(&sample());
+        assert!(
+            d.starts_with("name       ops:web\nstate      running\n"),
+            "{d}"
+        );
         assert!(d.contains("net        service on bridge br0, mac 52:54:00:01:02:03\n"));
         assert!(d.contains("args       --ipv4=10.0.2.100/24 'a b'\n"));
         assert!(d.contains("last exit  exit 1 at 1970-01-01T00:00:00Z: boom\n"));

@@ -561,11 +561,11 @@ impl Ctx {
         let name = self.full_name(&c.name)?;
         let mut session = self.connect()?;
         let command = Command::Block(BlockCommand::Download { name: name.clone() });
-        if c.file == "-" {
+        let Some(file) = c.file.as_deref().filter(|f| *f != "-") else {
             return session
                 .download(command, &mut io::stdout().lock(), None)
                 .map(drop);
-        }
+        };
         // The size, for the progress bar only.
         let total = match session.call(Command::Block(BlockCommand::List {
             owner: Some(name.owner.clone()),
@@ -573,7 +573,7 @@ impl Ctx {
             Ok(ReplyBody::Blocks(all)) => all.iter().find(|b| b.name == name).map(|b| b.size_bytes),
             _ => None,
         };
-        let path = expand_home(Path::new(&c.file));
+        let path = expand_home(Path::new(file));
         let mut part = path.clone().into_os_string();
         part.push(".part");
         let part = PathBuf::from(part);
