@@ -265,3 +265,46 @@ fn one_transfer_at_a_time() {
     assert_eq!(r.expect("the first upload completes"), ReplyBody::Ok);
     assert!(try_block_download(&mut c, "ops:disk").expect("download") == data);
 }
+
+#[test]
+fn an_abandoned_block_upload_changes_nothing() {
+    let d = Daemon::start("blkabandon");
+    let mut c = d.local();
+    let size = 192 * 1024;
+    try_block_create(&mut c, "ops:disk", size, 512).expect("create");
+    let old = pattern(usize::try_from(size).expect("size"));
+    try_block_upload(&mut c, "ops:disk", &old).expect("upload");
+    let new = vec![0xee_u8; old.len()];
+    {
+        let mut raw = Raw::unix(&d);
+        let r = raw.request(
+            1,
+            Cmd::Block(BlockCommand::Upload {
+                name: full("ops:disk"),
+                size_bytes: size,
+                sha256: Sha256Digest::of(&new),
+            }),
+        );
+        assert_eq!(r, ReplyBody::Proceed);
+        for chunk in new.chunks(64 * 1024).take(2) {
+            raw.send(&petrel_proto::msg::Message::Stream(
+                petrel_proto::msg::Stream {
+                    id: petrel_proto::msg::RequestId(1),
+                    chunk: petrel_proto::msg::Chunk::Data(chunk.to_vec()),
+                },
+            ));
+        }
+        // Dropped mid-stream.
+    }
+    // Not left busy, and the old contents stand.
+    let back = wait_for(
+        "the device to be free again",
+        Duration::from_secs(10),
+        || try_block_download(&mut c, "ops:disk").ok(),
+    );
+    assert!(
+        back == old,
+        "an abandoned upload must not change the device (first differing byte at {:?})",
+        back.iter().zip(&old).position(|(a, b)| a != b)
+    );
+}

@@ -420,3 +420,110 @@ fn console_follow_streams_live_output() {
     let last = String::from_utf8_lossy(&out);
     assert_eq!(last.lines().count(), 1, "one line of history:\n{last}");
 }
+
+/// The tender's `/proc` view: its command line and the CPUs it may run on.
+fn tender_cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .expect("tender cmdline")
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn cpus_allowed(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("tender status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+        .expect("Cpus_allowed_list")
+}
+
+#[test]
+fn memory_pinning_and_request_caps() {
+    let d = Daemon::start("pin");
+    let mut c = d.local();
+    let mut s = Spec::net("ops:pinned", None);
+    s.memory_mib = 12;
+    s.cpu_affinity = vec![1];
+    create(&mut c, &s);
+    let i = wait_running(&mut c, "ops:pinned");
+    assert_eq!(i.cpu_affinity, [1]);
+    assert_eq!(i.memory_mib, 12);
+    let pid = i.pid.expect("pid");
+    let args = tender_cmdline(pid);
+    assert!(
+        args.iter().any(|a| a == "--mem=12"),
+        "the tender gets the memory limit: {args:?}"
+    );
+    assert_eq!(cpus_allowed(pid), "1", "sched_setaffinity to CPU 1");
+    let mut free = Spec::net("ops:free", None);
+    free.memory_mib = 8;
+    create(&mut c, &free);
+    let pid = wait_running(&mut c, "ops:free").pid.expect("pid");
+    assert_eq!(cpus_allowed(pid), "0-1", "no affinity: any CPU");
+
+    // Caps beyond the frame limit.
+    let many: Vec<&str> = vec!["x"; 257];
+    assert_denied(
+        try_create(&mut c, &Spec::new("ops:args", "hello").args(&many)),
+        ErrorKind::BadRequest,
+        "argument",
+    );
+    let mut huge = Spec::new("ops:huge", "hello");
+    huge.memory_mib = 1 << 20;
+    assert_eq!(kind_of(try_create(&mut c, &huge)).0, ErrorKind::BadRequest);
+    let mut two = Spec::new("ops:twocpu", "hello");
+    two.cpus = 2;
+    assert_eq!(kind_of(try_create(&mut c, &two)).0, ErrorKind::BadRequest);
+    let mut longbr = Spec::net("ops:longbr", None);
+    longbr.net = vec![("service0".to_owned(), "b".repeat(16))];
+    assert_eq!(
+        kind_of(try_create(&mut c, &longbr)).0,
+        ErrorKind::BadRequest
+    );
+    let names: Vec<String> = info_all(&mut c)
+        .iter()
+        .map(|i| i.name.to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn an_abandoned_upload_leaves_nothing() {
+    let d = Daemon::start("abandon");
+    let mut c = d.local();
+    let spec = Spec::new("ops:half", "hello");
+    let bytes = read(&spec.image);
+    {
+        let mut raw = Raw::unix(&d);
+        let r = raw.request(
+            1,
+            spec.command(bytes.len() as u64, Sha256Digest::of(&bytes)),
+        );
+        assert_eq!(r, ReplyBody::Proceed);
+        raw.send(&petrel_proto::msg::Message::Stream(
+            petrel_proto::msg::Stream {
+                id: petrel_proto::msg::RequestId(1),
+                chunk: petrel_proto::msg::Chunk::Data(bytes[..4096].to_vec()),
+            },
+        ));
+        // The connection drops here, mid-stream.
+    }
+    let tmp = d.data_dir().join("images/tmp");
+    wait_for(
+        "the partial image to be removed",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(&tmp)
+                .map(|rd| rd.count() == 0)
+                .unwrap_or(true)
+                .then_some(())
+        },
+    );
+    assert_denied(try_info(&mut c, "ops:half"), ErrorKind::NotFound, "half");
+    // The name is free and the same image goes in whole.
+    create(&mut c, &spec);
+    wait_stopped(&mut c, "ops:half");
+}
