@@ -94,6 +94,16 @@ fn acknowledged_changes_survive_an_immediate_kill() {
         create(&mut c, &Spec::new(&format!("ops:keep{round}"), "hello"));
         create(&mut c, &Spec::new(&format!("ops:gone{round}"), "hello"));
         destroy(&mut c, &format!("ops:gone{round}"));
+        let r = c
+            .call(petrel_proto::msg::Command::Restart {
+                name: full("ops:keep0"),
+                args: Some(vec![format!("round{round}")]),
+            })
+            .expect("restart with new arguments");
+        assert!(
+            matches!(r, petrel_proto::msg::ReplyBody::Unikernel(_)),
+            "{r:?}"
+        );
         // The reply is in: kill at once.
         d.kill9();
         d.restart();
@@ -113,6 +123,11 @@ fn acknowledged_changes_survive_an_immediate_kill() {
             );
         }
         assert_eq!(names.len(), round + 1, "{names:?}");
+        assert_eq!(
+            info(&mut c, "ops:keep0").args,
+            [format!("round{round}")],
+            "round {round}: the acknowledged new arguments"
+        );
     }
 }
 
