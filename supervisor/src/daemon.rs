@@ -499,6 +499,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     server.shutdown();
     if d.engine.factory_reset {
         factory_wipe(&data);
+        // The request was refused unless PID 1 is petrel-init (see `service`).
         if opts.appliance {
             log::warn!("factory reset done: rebooting");
             let _ = rustix::process::kill_process(

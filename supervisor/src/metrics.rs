@@ -239,12 +239,17 @@ fn handle(mut stream: TcpStream, tx: &Sender<Msg>) -> io::Result<()> {
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let Some(head) = read_head(&mut stream)? else {
-        return respond(
+        respond(
             &mut stream,
             "431 Request Header Fields Too Large",
             "text/plain",
             "too large\n",
-        );
+        )?;
+        // Read (a bounded amount of) what is still coming, so closing sends FIN rather
+        // than a reset that could destroy the reply in flight.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = io::copy(&mut (&stream).take(64 * 1024), &mut io::sink());
+        return Ok(());
     };
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);

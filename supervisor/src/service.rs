@@ -1214,6 +1214,7 @@ impl Core {
                     ));
                 }
                 self.ask(caller, Op::Admin)?;
+                check_pid1()?;
                 signal_init_later(reboot);
                 Ok(Outcome::Reply(ReplyBody::Ok))
             }
@@ -1234,6 +1235,7 @@ impl Core {
                         "not an appliance: factory reset wipes the data partition of a box",
                     ));
                 }
+                check_pid1()?;
                 reply(self.ask(caller, Op::FactoryReset)?)
             }
             Command::TrustRotate { anchor_der } => {
@@ -1310,6 +1312,26 @@ pub fn read_stats(t: &StatTarget) -> UnikernelStats {
                 }
             })
             .collect(),
+    }
+}
+
+/// Where the appliance's PID 1, `petrel-init`, lives (the initramfs's `/init`).
+pub const PETREL_INIT: &str = "/init";
+
+/// Refuses to signal a PID 1 that is not `petrel-init`: `--appliance` on an ordinary
+/// host (a test, a container) must never reboot it.
+fn check_pid1() -> Result<(), Error> {
+    let exe = std::fs::read_link("/proc/1/exe").map_err(|e| internal("reading /proc/1/exe", e))?;
+    if exe == std::path::Path::new(PETREL_INIT) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::Unsupported,
+            format!(
+                "PID 1 is {}, not petrel-init ({PETREL_INIT}): refusing to signal it",
+                exe.display()
+            ),
+        ))
     }
 }
 

@@ -682,3 +682,116 @@ fn config_autostart_and_admin() {
         "a destroyed autostart unikernel came back"
     );
 }
+
+/// `--metrics`: OpenMetrics text over plain HTTP, and nothing else.
+#[test]
+fn metrics_endpoint() {
+    use std::io::{Read, Write};
+    let d = Daemon::start_with("metrics", |_| {
+        vec!["--metrics".into(), "127.0.0.1:0".into()]
+    });
+    let mut c = d.conn();
+    let hello = guest("hello");
+    assert!(matches!(
+        create(&mut c, spec("ops:m", &hello, RestartPolicy::Never), &hello),
+        ReplyBody::Unikernel(_)
+    ));
+    let log = d.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("the metrics address is logged")
+        .to_owned();
+    let get = |req: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let page = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("application/openmetrics-text"), "{page}");
+    assert!(
+        page.contains("petrel_unikernel_restarts_total{name=\"ops:m\"} 0"),
+        "{page}"
+    );
+    assert!(page.ends_with("# EOF\n"), "{page}");
+    assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    let junk = "G".repeat(20_000);
+    assert!(get(&junk).starts_with("HTTP/1.1 431"));
+    // The daemon serves on.
+    assert!(c.info("ops:m").is_some());
+}
+
+/// `trust rotate` over the local socket: the new anchor is kept in the data directory
+/// and used from the next start on (the old CA's clients are then refused).
+#[test]
+fn trust_rotation_takes_effect_at_the_next_start() {
+    use petrel_proto::tls::{self, ServerCheck, ca};
+    use petrelctl::client::{Client, Endpoint};
+    let old = ca::init("old-ca", &ca::Validity::standard()).unwrap();
+    let new = ca::init("new-ca", &ca::Validity::standard()).unwrap();
+    let mut d = Daemon::start_with("rotate", |dir| {
+        fs::write(dir.join("ca.pem"), ca::anchor_pem(&old).unwrap()).unwrap();
+        vec![
+            "--trust".into(),
+            dir.join("ca.pem").display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ]
+    });
+    let mut c = d.conn();
+    let r = c.call(Cmd::TrustRotate {
+        anchor_der: b"not a certificate".to_vec(),
+    });
+    assert_eq!(error_kind(&r), Some(ErrorKind::BadRequest), "{r:?}");
+    let der = new.certificates().unwrap()[0].to_vec();
+    assert_eq!(c.call(Cmd::TrustRotate { anchor_der: der }), ReplyBody::Ok);
+    drop(c);
+    assert!(d.terminate().success());
+    d.spawn();
+    let log = d.log();
+    let tail = &log[log.rfind("ready").unwrap_or(0).saturating_sub(2000)..];
+    let addr = tail
+        .rsplit("petreld: listening on ")
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let pin = d.dir.join("data/keys/device.crt.pem");
+    let pin = tls::fingerprint(&tls::certs_from_pem(&fs::read(pin).unwrap()).unwrap()[0]);
+    let connect = |who: &ca::Credentials| {
+        let (config, server_name) = tls::client_config(
+            ServerCheck::Pin(pin),
+            who.certificates().unwrap(),
+            who.key().unwrap(),
+        )
+        .unwrap();
+        let e = Endpoint::Tls {
+            addr: addr.clone(),
+            config,
+            server_name,
+        };
+        Client::connect(&e, Duration::from_secs(10))
+            .and_then(|mut c| c.call(Cmd::Info { name: None }))
+    };
+    let by_new = ca::issue(&new, "ops", ca::Kind::Client, &ca::Validity::standard()).unwrap();
+    let by_old = ca::issue(&old, "ops", ca::Kind::Client, &ca::Validity::standard()).unwrap();
+    // Authenticated (no policy: denied by authorization, not by TLS).
+    match connect(&by_new) {
+        Err(petrelctl::client::ClientError::Remote(e)) => {
+            assert_eq!(e.kind, ErrorKind::PermissionDenied)
+        }
+        other => panic!("the new CA's client: {other:?}"),
+    }
+    assert!(
+        !matches!(
+            connect(&by_old),
+            Err(petrelctl::client::ClientError::Remote(_))
+        ),
+        "the old CA's client must fail in the handshake"
+    );
+}
