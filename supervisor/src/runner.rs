@@ -10,9 +10,10 @@
 //!    [--block-sector-size:DEV=N] -- IMAGE ARGS` with an empty environment, `/` as its
 //!    directory, stdin from `/dev/null`, stdout (the guest console) and stderr (the
 //!    tender's messages) to pipes read by [`Consoles`]. In the child, before `exec`: the
-//!    parent-death signal is set to `SIGKILL`, the CPU affinity is applied, and the tap
-//!    fds — close-on-exec in `petreld` — are made inheritable at the numbers they have
-//!    (so no `dup2` can clobber a descriptor the spawn machinery itself uses);
+//!    parent-death signal is set to `SIGKILL`, the CPU affinity is applied, every
+//!    descriptor from 3 up is marked close-on-exec (`close_range`), and the tap fds —
+//!    close-on-exec in `petreld` — are made inheritable at the numbers they have (so no
+//!    `dup2` can clobber a descriptor the spawn machinery itself uses);
 //! 3. closes its own tap fds: the taps vanish with the tender.
 //!
 //! One reaper thread watches every tender through a pidfd, reaps it with `waitpid` on
@@ -536,6 +537,21 @@ fn install_pre_exec(cmd: &mut Command, tap_fds: Vec<RawFd>, cpus: Option<CpuSet>
         if let Some(set) = &cpus {
             rustix::thread::sched_setaffinity(None, set)?;
         }
+        // Nothing petreld inherited without close-on-exec (a jobserver pipe, say)
+        // reaches the tender: mark every descriptor from 3 up close-on-exec (not closed:
+        // the spawn machinery's own error pipe must keep working until exec). Kernels
+        // before 5.11 refuse the flag; the taps below are the only inheritable fds then
+        // as far as petreld's own descriptors go.
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags;
+        // it takes plain integers and touches no memory.
+        let _ = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3_u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
         for &fd in &tap_fds {
             // SAFETY: `fd` is a tap fd the parent keeps open until `spawn` returns, and
             // the child's descriptor table is a copy of the parent's, so it is open here.
@@ -545,7 +561,7 @@ fn install_pre_exec(cmd: &mut Command, tap_fds: Vec<RawFd>, cpus: Option<CpuSet>
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec. It only makes raw
-    // system calls through rustix (prctl, sched_setaffinity, fcntl), which are
+    // system calls (prctl, sched_setaffinity, close_range, fcntl), which are
     // async-signal-safe, and reads data captured before the fork; it neither allocates
     // nor takes locks.
     unsafe {

@@ -925,3 +925,151 @@ fn dropping_the_runner_kills_its_tenders_silently() {
     assert!(dead(pid));
     assert!(!ns.links().iter().any(|l| l.starts_with("ptap")));
 }
+
+/// A stand-in tender: a shell script that reports how it was started.
+fn fake_tender(dir: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("fake-hvt");
+    std::fs::write(&p, format!("#!/bin/sh\n{body}")).expect("write the fake tender");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("petreld-runner-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// What the tender gets: its command line, an empty environment, `/` as directory,
+/// `/dev/null` as stdin, pipes as stdout and stderr, the tap fd as `@FD` — and no other
+/// descriptor of the supervisor.
+#[test]
+fn the_tender_gets_exactly_its_arguments_and_descriptors() {
+    let ns = Netns::new("exec");
+    let dir = scratch("exec");
+    let script = fake_tender(
+        &dir,
+        r#"echo "argv: $*"
+echo "env: $(env | tr '\n' ' ')"
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+echo "cwd: $(pwd)"
+ls -l /proc/$$/fd | sed -n 's/.* \([0-9]*\) -> \(.*\)/fd: \1 \2/p'
+echo "done" >&2
+exit 3
+"#,
+    );
+    let script2 = script.clone();
+    let (out, ex, image) = ns.run(move || {
+        let consoles = Consoles::new(ConsoleLimits::default()).expect("consoles");
+        let (tx, exits) = mpsc::channel();
+        let runner = Runner::new(
+            RunnerConfig { tender: script2 },
+            Arc::clone(&consoles),
+            Box::new(move |e| drop(tx.send(e))),
+        )
+        .expect("runner");
+        let mut l = net_launch("t:exec", "br0", Mac([2, 0, 0, 0, 0, 5]), "10.79.0.5/24");
+        l.args.push("two words".into());
+        l.block = vec![LaunchBlock {
+            device: "storage".into(),
+            path: "/data/block/v".into(),
+            sector_size: Some(4096),
+        }];
+        let sp = runner.spawn(&l).expect("spawn");
+        let ex = exits.recv_timeout(WAIT).expect("exit");
+        assert_eq!(ex.pid, sp.pid);
+        let out = drain(
+            consoles
+                .source("t:exec", ConsoleHistory::All, false)
+                .expect("console"),
+        );
+        (out, ex, l.image)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(ex.status, ExitStatus::Code(3), "{out}");
+    assert_eq!(ex.reason, "done");
+    let texts = texts(&out);
+    let argv = texts
+        .iter()
+        .find_map(|t| t.strip_prefix("argv: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let fd: String = argv
+        .split_once("--net:service0=@")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no @FD in {argv}"))
+        .to_string();
+    assert_eq!(
+        argv,
+        format!(
+            "--mem=16 --net:service0=@{fd} --net-mac:service0=02:00:00:00:00:05 \
+             --block:storage=/data/block/v --block-sector-size:storage=4096 -- {} \
+             --ipv4=10.79.0.5/24 two words",
+            image.display()
+        )
+    );
+    // An empty environment: only what the shell sets itself.
+    let env = texts
+        .iter()
+        .find_map(|t| t.strip_prefix("env: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    for var in env.split_whitespace() {
+        let name = var.split('=').next().unwrap_or("");
+        assert!(
+            ["PWD", "OLDPWD", "SHLVL", "_"].contains(&name),
+            "{var} leaked\n{out}"
+        );
+    }
+    assert!(texts.contains(&"cwd: /".to_string()), "{out}");
+    let fds: HashMap<&str, &str> = texts
+        .iter()
+        .filter_map(|t| t.strip_prefix("fd: "))
+        .filter_map(|t| t.split_once(' '))
+        .collect();
+    assert_eq!(fds.get("0"), Some(&"/dev/null"), "{out}");
+    assert!(
+        fds.get("1").is_some_and(|t| t.starts_with("pipe:")),
+        "{out}"
+    );
+    assert!(
+        fds.get("2").is_some_and(|t| t.starts_with("pipe:")),
+        "{out}"
+    );
+    assert_eq!(fds.get(fd.as_str()), Some(&"/dev/net/tun"), "{out}");
+    let script = script.display().to_string();
+    for (n, target) in &fds {
+        assert!(
+            ["0", "1", "2", fd.as_str()].contains(n) || *target == script,
+            "fd {n} ({target}) leaked into the tender\n{out}"
+        );
+    }
+}
+
+/// A pipe held open by a straggler must not hide an exit: it is reported after a short
+/// grace period, once.
+#[test]
+fn an_exit_is_reported_even_if_the_console_pipes_stay_open() {
+    let dir = scratch("grace");
+    let script = fake_tender(&dir, "sleep 6 &\necho bye >&2\nexit 4\n");
+    let consoles = Consoles::new(ConsoleLimits::default()).expect("consoles");
+    let (tx, exits) = mpsc::channel();
+    let runner = Runner::new(
+        RunnerConfig { tender: script },
+        Arc::clone(&consoles),
+        Box::new(move |e| drop(tx.send(e))),
+    )
+    .expect("runner");
+    let t0 = Instant::now();
+    let mut l = launch("t:grace", "hello", &[]);
+    l.image = "/x.hvt".into();
+    let sp = runner.spawn(&l).expect("spawn");
+    let ex = exits.recv_timeout(WAIT).expect("exit");
+    let took = t0.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!((ex.pid, ex.status), (sp.pid, ExitStatus::Code(4)));
+    assert!(took < Duration::from_secs(5), "reported after {took:?}");
+    assert_eq!(consoles.last_tender_line("t:grace").as_deref(), Some("bye"));
+    // The straggler ends later; still one report.
+    assert!(exits.recv_timeout(Duration::from_secs(7)).is_err());
+}
