@@ -1028,6 +1028,33 @@ fn end_to_end_over_the_unix_socket() {
     run(Exit::NotFound, &["console", "ops:nobody"]);
     run(Exit::Unsupported, &["reboot"]);
 
+    // Stats of the stopped unikernel (zeros are fine), as JSON.
+    let stats = serde_json::from_str::<serde_json::Value>(&run(Exit::Ok, &["--json", "stats"]));
+    assert!(stats.unwrap().is_array());
+
+    // Block devices: create, upload, download (to a file and to stdout), list, destroy.
+    run(Exit::Ok, &["block", "create", "ops:vol", "64K"]);
+    run(Exit::Exists, &["block", "create", "ops:vol", "64K"]);
+    let data: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+    let file = daemon.dir.path("vol.img");
+    std::fs::write(&file, &data).unwrap();
+    let file = file.to_str().unwrap();
+    run(Exit::Ok, &["block", "upload", "ops:vol", file]);
+    let back = daemon.dir.str("back.img");
+    run(Exit::Ok, &["block", "download", "ops:vol", &back]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    assert!(!Path::new(&format!("{back}.part")).exists());
+    let args = with(&["block", "download", "ops:vol"]);
+    let o = petrelctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.stdout, data);
+    let list = run(Exit::Ok, &["--json", "block", "list"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["name"], "ops:vol");
+    assert_eq!(list[0]["size_bytes"], 65_536);
+    run(Exit::Ok, &["block", "destroy", "ops:vol"]);
+    run(Exit::NotFound, &["block", "download", "ops:vol", &back]);
+
     // Destroy: gone, and gone again.
     assert_eq!(
         run(Exit::Ok, &["destroy", "ops:hello"]),
