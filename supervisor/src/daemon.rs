@@ -152,9 +152,10 @@ pub fn init_logger(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
-fn load_config(opts: &Options) -> Result<Config, DaemonError> {
+/// The config, and whether it came from the file (not the defaults after an error).
+fn load_config(opts: &Options) -> Result<(Config, bool), DaemonError> {
     let Some(path) = &opts.config else {
-        return Ok(Config::default());
+        return Ok((Config::default(), false));
     };
     let parsed = fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -164,12 +165,12 @@ fn load_config(opts: &Options) -> Result<Config, DaemonError> {
             for w in p.warnings {
                 log::warn!("config: {}: {w}", path.display());
             }
-            Ok(p.config)
+            Ok((p.config, true))
         }
         // The box must stay reachable: an appliance falls back to the defaults.
         Err(e) if opts.appliance => {
             log::error!("config: {}: {e}; using the defaults", path.display());
-            Ok(Config::default())
+            Ok((Config::default(), false))
         }
         Err(e) => Err(fail(format!("config {}", path.display()))(&e)),
     }
@@ -212,7 +213,8 @@ fn autostart_key(a: &Autostart, image_hex: &str) -> String {
 
 /// Imports the config's autostart unikernels (images from `images_dir`) into `body`:
 /// new or changed entries replace the unikernel of that name; unchanged ones are left
-/// alone, so one the operator destroyed stays destroyed.
+/// alone, so one the operator destroyed stays destroyed; a unikernel imported from an
+/// entry the config no longer has is removed with it.
 pub fn import_autostart(
     data: &DataDir,
     entries: &[Autostart],
@@ -221,6 +223,24 @@ pub fn import_autostart(
     secret: &[u8],
     body: &mut Body,
 ) {
+    let wanted: BTreeSet<String> = entries
+        .iter()
+        .map(|a| format!("{owner}:{}", a.name))
+        .collect();
+    let gone: Vec<String> = body
+        .autostart
+        .keys()
+        .filter(|n| !wanted.contains(*n))
+        .cloned()
+        .collect();
+    for name in gone {
+        body.autostart.remove(&name);
+        let before = body.unikernels.len();
+        body.unikernels.retain(|r| r.spec.name != name);
+        if body.unikernels.len() != before {
+            log::info!("autostart {name}: no longer in the config; removed");
+        }
+    }
     for a in entries {
         let full = format!("{owner}:{}", a.name);
         let src = images_dir.join(&a.image);
@@ -392,7 +412,7 @@ fn tls_listen(
 /// Starts `petreld` and runs it until SIGTERM (or a factory reset) has stopped every
 /// tender and saved the state.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
-    let config = load_config(&opts)?;
+    let (config, config_read) = load_config(&opts)?;
     let data = DataDir::prepare(&opts.data_dir)
         .map_err(|e| fail(format!("data directory {}", opts.data_dir.display()))(&e))?;
     let secret = store::mac_secret(&data).map_err(|e| fail("keys/mac-secret")(&e))?;
@@ -406,7 +426,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             detail: format!("{a:?} is not an identity path"),
         });
     }
-    if let Some(cfg_path) = &opts.config {
+    // Autostart entries are imported (and pruned) only from a config that was read.
+    if let Some(cfg_path) = &opts.config
+        && config_read
+    {
         let images = cfg_path.parent().unwrap_or(Path::new(".")).join("images");
         let owner = admin.as_deref().unwrap_or(LOCAL_OWNER);
         import_autostart(

@@ -681,6 +681,24 @@ fn config_autostart_and_admin() {
         c.info("ops:hi").is_none(),
         "a destroyed autostart unikernel came back"
     );
+    // A changed entry is imported again; a removed one goes.
+    let cfg = d.dir.join("esp/config.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, text.replace("[\"auto\"]", "[\"changed\"]")).unwrap();
+    drop(c);
+    assert!(d.terminate().success());
+    d.spawn();
+    let mut c = d.conn();
+    assert_eq!(c.info("ops:hi").expect("re-imported").args, ["changed"]);
+    fs::write(&cfg, "[management]\nadmin = \"ops\"\n").unwrap();
+    drop(c);
+    assert!(d.terminate().success());
+    d.spawn();
+    let mut c = d.conn();
+    assert!(
+        c.info("ops:hi").is_none(),
+        "its entry is gone from the config"
+    );
 }
 
 /// `--metrics`: OpenMetrics text over plain HTTP, and nothing else.
