@@ -89,6 +89,10 @@ pub struct Body {
     /// changes, so a destroyed autostart unikernel stays destroyed.
     #[serde(default)]
     pub autostart: BTreeMap<String, String>,
+    /// When each unikernel last exited (milliseconds since the Unix epoch), saved with
+    /// the next change.
+    #[serde(default)]
+    pub exit_times: BTreeMap<String, u64>,
 }
 
 /// A decoded state file.
@@ -361,6 +365,7 @@ mod tests {
             policies: BTreeMap::new(),
             blocks: Vec::new(),
             autostart: BTreeMap::new(),
+            exit_times: BTreeMap::new(),
             unikernels: names
                 .iter()
                 .map(|n| Record {

@@ -346,7 +346,7 @@ impl Engine {
             autostart: body.autostart,
             busy: BTreeSet::new(),
             taps: BTreeMap::new(),
-            exit_times: BTreeMap::new(),
+            exit_times: body.exit_times,
             factory_reset: false,
             admin,
             mac_secret,
@@ -361,6 +361,12 @@ impl Engine {
             policies: self.policies.clone(),
             blocks: self.blocks.values().cloned().collect(),
             autostart: self.autostart.clone(),
+            exit_times: self
+                .exit_times
+                .iter()
+                .filter(|(n, _)| self.live(n).is_some())
+                .map(|(n, t)| (n.clone(), *t))
+                .collect(),
         }
     }
 
