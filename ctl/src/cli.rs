@@ -493,7 +493,7 @@ pub struct Logs {
     pub lines: u32,
 }
 
-/// Erase all unikernels, block devices, policies and configuration, then reboot.
+/// Erase the data partition (unikernels, images, block devices, policies), then reboot.
 #[derive(FromArgs, Debug, PartialEq)]
 #[argh(
     subcommand,
