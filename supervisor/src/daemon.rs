@@ -46,6 +46,8 @@ pub const DEFAULT_TENDER: &str = "/bin/petrel-hvt";
 pub const RUN_LOG: &str = "/run/petrel/boot.log";
 /// Management connections at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Management connections at once of one TLS identity (the local socket is exempt).
+pub const MAX_CONNECTIONS_PER_IDENTITY: usize = 16;
 /// A management connection idle this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The owner of autostart unikernels when the config names no admin.
@@ -76,6 +78,8 @@ pub struct Options {
     pub appliance: bool,
     /// This boot's log file.
     pub run_log: PathBuf,
+    /// The most uploads in flight may announce in total (see [`crate::budget`]).
+    pub upload_budget_bytes: u64,
 }
 
 impl Options {
@@ -93,6 +97,7 @@ impl Options {
             metrics: None,
             appliance: false,
             run_log: PathBuf::from(RUN_LOG),
+            upload_budget_bytes: crate::budget::DEFAULT_UPLOAD_BUDGET_BYTES,
         }
     }
 }
@@ -480,6 +485,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             appliance: opts.appliance,
             run_log: opts.run_log.clone(),
             trust_out: data.keys().join("trust.pem"),
+            upload_budget_bytes: opts.upload_budget_bytes,
         },
     );
     let server = Server::start(
@@ -487,6 +493,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             tls,
             unix: opts.socket.clone(),
             max_connections: MAX_CONNECTIONS,
+            max_per_identity: MAX_CONNECTIONS_PER_IDENTITY,
             idle_timeout: IDLE_TIMEOUT,
         },
         Arc::new(core),

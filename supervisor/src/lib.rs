@@ -8,6 +8,7 @@
 //! - [`mac`]: stable, secret-derived MAC addresses per (unikernel, device).
 //! - [`persist`]: the versioned, checksummed, atomically written state file.
 //! - [`quota`]: policies per identity path, checked on every prefix, summed over subtrees.
+//! - [`budget`]: the disk budget of uploads in flight.
 //!
 //! The daemon (sockets, TLS, spawning tenders, taps) executes the actions the machine
 //! returns and feeds it events; it holds no policy of its own.
@@ -16,6 +17,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod budget;
 pub mod console;
 pub mod daemon;
 pub mod mac;

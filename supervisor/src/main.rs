@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use petreld::daemon::{self, DEFAULT_DATA_DIR, DEFAULT_SOCKET, DEFAULT_TENDER, Options};
 
+/// `--upload-budget-mib` by default.
+const DEFAULT_UPLOAD_BUDGET_MIB: u64 = petreld::budget::DEFAULT_UPLOAD_BUDGET_BYTES >> 20;
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
@@ -78,6 +81,12 @@ struct Args {
     #[argh(option)]
     metrics: Option<SocketAddr>,
 
+    /// the most disk space the uploads in flight (images, block contents) may take
+    /// together, by the sizes they announce, in MiB (default 1024); an upload is also
+    /// refused when it would leave less than 64 MiB free on the data partition
+    #[argh(option, default = "DEFAULT_UPLOAD_BUDGET_MIB")]
+    upload_budget_mib: u64,
+
     /// run as the appliance's supervisor: reboot, poweroff and factory-reset signal
     /// PID 1, and a broken config or state file falls back to defaults
     #[argh(switch)]
@@ -113,6 +122,7 @@ fn main() -> ExitCode {
         config: args.config,
         metrics: args.metrics,
         appliance: args.appliance,
+        upload_budget_bytes: args.upload_budget_mib.saturating_mul(1 << 20),
         ..Options::new(args.data_dir)
     };
     match daemon::run(opts) {

@@ -5,8 +5,10 @@
 //! Threads: one accept thread polls both listeners (waking every
 //! [`ACCEPT_POLL`] to notice [`Server::shutdown`]); each connection gets its own
 //! thread, at most [`ServerConfig::max_connections`] at once (more are refused at
-//! accept). Every socket read waits at most a tick, so no thread blocks for long, and
-//! every write at most [`WRITE_TIMEOUT`]. The protocol itself is in `session`.
+//! accept), and at most [`ServerConfig::max_per_identity`] of one TLS identity (counted
+//! once it is authenticated; the local socket is exempt). Every socket read waits at
+//! most a tick, so no thread blocks for long, and every write at most
+//! [`WRITE_TIMEOUT`]. The protocol itself is in `session`.
 //!
 //! # The conversation
 //!
@@ -15,6 +17,9 @@
 //!   `Caller::Remote(identity)`; if the chain names no valid identity the client is
 //!   told (`PermissionDenied`, request id 0) and the connection closes. The Unix
 //!   socket (mode 0600) is `Caller::Local`.
+//! - An identity that already holds [`ServerConfig::max_per_identity`] connections is
+//!   answered `Busy` (request id 0) in place of the server's hello, and the connection
+//!   closes.
 //! - The client sends a hello; the server answers with its own, or with
 //!   `VersionMismatch` / `Malformed` on request id 0 and closes. Both within
 //!   [`HANDSHAKE_TIMEOUT`].
@@ -56,6 +61,7 @@
 mod session;
 mod transport;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -63,11 +69,12 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use petrel_proto::name::Identity;
 use petrel_proto::tls::{CertificateDer, peer_identity};
 use petrel_proto::{ErrorKind, Message, Reply, RequestId};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -75,7 +82,7 @@ use rustls::{ServerConnection, StreamOwned};
 
 use crate::api::{Caller, Service};
 use session::{End, Session};
-use transport::{Conn, Transport, is_timeout};
+use transport::{Conn, Transport, Wait, is_timeout};
 
 /// How often the accept thread looks at the stop flag.
 pub const ACCEPT_POLL: Duration = Duration::from_millis(250);
@@ -125,17 +132,21 @@ pub struct ServerConfig {
     pub unix: Option<PathBuf>,
     /// Connections served at once; more are refused at accept.
     pub max_connections: usize,
+    /// Connections of one TLS identity at once; more are refused after the handshake
+    /// (the local socket is exempt: it is root on the box).
+    pub max_per_identity: usize,
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
-    /// No listener, 64 connections, 5 minutes idle.
+    /// No listener, 64 connections (16 per identity), 5 minutes idle.
     fn default() -> Self {
         Self {
             tls: None,
             unix: None,
             max_connections: 64,
+            max_per_identity: 16,
             idle_timeout: Duration::from_secs(300),
         }
     }
@@ -198,8 +209,69 @@ struct Shared {
     stop: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
     max_connections: usize,
+    identities: IdentitySlots,
     idle_timeout: Duration,
     tls: Option<(Arc<rustls::ServerConfig>, Vec<CertificateDer<'static>>)>,
+}
+
+/// The connections each TLS identity holds.
+struct IdentitySlots {
+    max: usize,
+    held: Mutex<BTreeMap<Identity, usize>>,
+}
+
+impl IdentitySlots {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            held: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A slot for one more connection of `identity`, unless it holds the most already.
+    fn take(&self, identity: &Identity) -> Option<IdentitySlot<'_>> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = held.get(identity).copied().unwrap_or(0);
+        if n >= self.max {
+            return None;
+        }
+        held.insert(identity.clone(), n + 1);
+        Some(IdentitySlot {
+            slots: self,
+            identity: identity.clone(),
+        })
+    }
+
+    /// Connections `identity` holds now.
+    #[cfg(test)]
+    fn held(&self, identity: &Identity) -> usize {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(identity).copied().unwrap_or(0)
+    }
+}
+
+/// One connection of an identity; given back on drop.
+struct IdentitySlot<'a> {
+    slots: &'a IdentitySlots,
+    identity: Identity,
+}
+
+impl Drop for IdentitySlot<'_> {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match held.get(&self.identity).copied() {
+            Some(n) if n > 1 => {
+                held.insert(self.identity.clone(), n - 1);
+            }
+            _ => {
+                held.remove(&self.identity);
+            }
+        }
+    }
 }
 
 impl Server {
@@ -245,6 +317,7 @@ impl Server {
             stop: stop.clone(),
             active: active.clone(),
             max_connections: config.max_connections.max(1),
+            identities: IdentitySlots::new(config.max_per_identity),
             idle_timeout: config.idle_timeout,
             tls,
         });
@@ -498,6 +571,19 @@ fn serve_connection(shared: &Shared, incoming: Incoming) {
         Caller::Local => String::from("local"),
         Caller::Remote(identity) => identity.to_string(),
     };
+    let _identity_slot = match &caller {
+        Caller::Local => None,
+        Caller::Remote(identity) => match shared.identities.take(identity) {
+            Some(slot) => Some(slot),
+            None => {
+                let max = shared.identities.max;
+                log::warn!("{peer}: refused, {max} connections of {who} already");
+                let why = format!("too many connections of identity {who} ({max} at once)");
+                refuse_at_hello(transport, &shared.stop, &why);
+                return;
+            }
+        },
+    };
     log::info!("{peer}: connected as {who}");
     let session = Session {
         conn: Conn::new(transport),
@@ -514,6 +600,20 @@ fn serve_connection(shared: &Shared, incoming: Incoming) {
         End::Protocol(why) => log::warn!("{peer} ({who}): protocol error, closed: {why}"),
         End::Failed(e) => log::warn!("{peer} ({who}): {}", error_chain(&e)),
     }
+}
+
+/// Waits for the client's hello (within [`HANDSHAKE_TIMEOUT`]), answers it with
+/// `Busy` on request id 0 and closes. Waiting first means the client has nothing
+/// unread in flight when we close, so it reads the answer rather than a reset.
+fn refuse_at_hello(transport: Transport, stop: &AtomicBool, why: &str) {
+    let mut conn = Conn::new(transport);
+    let _ = conn.recv(Wait::Until(Instant::now() + HANDSHAKE_TIMEOUT), stop);
+    let _ = conn.send(&Message::Reply(Reply::error(
+        RequestId(0),
+        ErrorKind::Busy,
+        why,
+    )));
+    conn.close();
 }
 
 /// `error: cause: cause`.
@@ -630,4 +730,38 @@ fn handshake(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn identity_slots_are_counted_per_identity_and_given_back() {
+        let slots = IdentitySlots::new(2);
+        let ops = Identity::new("ops").unwrap();
+        let alice = Identity::new("ops/alice").unwrap();
+        let a = slots.take(&ops).unwrap();
+        let b = slots.take(&ops).unwrap();
+        assert!(slots.take(&ops).is_none(), "a third of ops");
+        // Another identity, even one below, has its own count.
+        let c = slots.take(&alice).unwrap();
+        assert_eq!((slots.held(&ops), slots.held(&alice)), (2, 1));
+        drop(a);
+        assert_eq!(slots.held(&ops), 1);
+        let d = slots.take(&ops).unwrap();
+        drop((b, c, d));
+        assert_eq!((slots.held(&ops), slots.held(&alice)), (0, 0));
+        assert!(slots.held.lock().unwrap().is_empty(), "no entries left");
+    }
+
+    #[test]
+    fn at_least_one_connection_per_identity() {
+        let slots = IdentitySlots::new(0);
+        let ops = Identity::new("ops").unwrap();
+        let a = slots.take(&ops);
+        assert!(a.is_some());
+        assert!(slots.take(&ops).is_none());
+    }
 }

@@ -34,6 +34,7 @@ use petrel_proto::msg::{
 use petrel_proto::name::{FullName, Identity, UnikernelName};
 
 use crate::api::{Caller, Outcome, Pull, Service, Sink, Source};
+use crate::budget::{Reservation, UploadBudget};
 use crate::console::Consoles;
 use crate::machine::{self, Action, Event, Machine};
 use crate::persist::{BlockVolume, Body};
@@ -551,6 +552,17 @@ impl Engine {
                     check_args(a)?;
                 }
                 let full = name.to_string();
+                // A volume in transfer: refused like a create, not an `Ok` whose spawn
+                // then fails (the daemon's spawn check) and records a SpawnFailed exit.
+                if let Some(v) = self
+                    .live(&full)
+                    .and_then(|u| u.spec.block.iter().find(|b| self.busy.contains(&b.volume)))
+                {
+                    return Err(err(
+                        ErrorKind::Busy,
+                        format!("block volume {} is being transferred", v.volume),
+                    ));
+                }
                 actions.extend(
                     self.machine
                         .handle(
@@ -1067,6 +1079,8 @@ pub struct CoreSettings {
     pub run_log: PathBuf,
     /// Where `trust rotate` writes the new anchor.
     pub trust_out: PathBuf,
+    /// The most uploads in flight may announce in total (see [`crate::budget`]).
+    pub upload_budget_bytes: u64,
 }
 
 /// The service the server calls: see the module doc.
@@ -1075,6 +1089,7 @@ pub struct Core {
     data: DataDir,
     consoles: Arc<Consoles>,
     settings: CoreSettings,
+    uploads: Arc<UploadBudget>,
 }
 
 impl Core {
@@ -1085,11 +1100,13 @@ impl Core {
         consoles: Arc<Consoles>,
         settings: CoreSettings,
     ) -> Self {
+        let uploads = UploadBudget::new(data.root().to_owned(), settings.upload_budget_bytes);
         Self {
             tx,
             data,
             consoles,
             settings,
+            uploads,
         }
     }
 
@@ -1117,6 +1134,7 @@ impl Core {
                     }
                 };
                 self.ask(caller, Op::PrepareCreate(spec.clone()))?;
+                let reservation = self.uploads.reserve(size_bytes)?;
                 let tmp = TempFile::new(&self.data.images_tmp(), "upload")
                     .map_err(|e| internal("creating an upload file", e))?;
                 Ok(Outcome::Receive(Box::new(ImageSink {
@@ -1127,6 +1145,7 @@ impl Core {
                     sha256,
                     tmp,
                     data: self.data.clone(),
+                    reservation,
                 })))
             }
             Command::Destroy { name } => reply(self.ask(caller, Op::Destroy(name))?),
@@ -1175,6 +1194,8 @@ impl Core {
                     tx: self.tx.clone(),
                     name: name.to_string(),
                 };
+                // Written to a new file beside the volume: it takes its whole size.
+                let reservation = self.uploads.reserve(size_bytes)?;
                 let tmp = TempFile::new(&self.data.blocks(), "upload")
                     .map_err(|e| internal("creating an upload file", e))?;
                 Ok(Outcome::Receive(Box::new(BlockSink {
@@ -1184,6 +1205,7 @@ impl Core {
                     size_bytes,
                     sha256,
                     tmp,
+                    reservation,
                 })))
             }
             Command::Block(BlockCommand::Download { name }) => {
@@ -1386,6 +1408,8 @@ struct ImageSink {
     sha256: Sha256Digest,
     tmp: TempFile,
     data: DataDir,
+    /// Declared after `tmp`: given back once the temporary file is gone.
+    reservation: Reservation,
 }
 
 impl Sink for ImageSink {
@@ -1402,7 +1426,9 @@ impl Sink for ImageSink {
         }
         self.tmp
             .write(data)
-            .map_err(|e| internal("writing the image", e))
+            .map_err(|e| internal("writing the image", e))?;
+        self.reservation.wrote(data.len() as u64);
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> ReplyBody {
@@ -1460,6 +1486,8 @@ struct BlockSink {
     size_bytes: u64,
     sha256: Sha256Digest,
     tmp: TempFile,
+    /// Declared after `tmp`: given back once the temporary file is gone.
+    reservation: Reservation,
 }
 
 impl Sink for BlockSink {
@@ -1473,7 +1501,9 @@ impl Sink for BlockSink {
         }
         self.tmp
             .write(data)
-            .map_err(|e| internal("writing block data", e))
+            .map_err(|e| internal("writing block data", e))?;
+        self.reservation.wrote(data.len() as u64);
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> ReplyBody {
