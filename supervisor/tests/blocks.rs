@@ -1,6 +1,8 @@
 //! Block devices through a real `petreld`: create, list, upload and download (streamed,
 //! digest-checked), attach to the `blk` example unikernel which writes and verifies every
-//! sector, refusals (geometry, names, busy while attached or in transfer).
+//! sector, refusals (geometry, names, busy while attached or in transfer), and a volume
+//! held by a running unikernel (the `blk_hold` example) against transfers, a second user
+//! and unikernel starts during a transfer.
 
 mod common;
 use common::*;
@@ -9,7 +11,10 @@ use std::io::Read;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use petrel_proto::msg::{BlockCommand, Command as Cmd, ExitStatus, ReplyBody, Sha256Digest};
+use petrel_proto::msg::{
+    BlockCommand, Chunk, Command as Cmd, ExitStatus, MAX_CHUNK_BYTES, Message, ReplyBody,
+    RequestId, Sha256Digest, Stream, UnikernelState,
+};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
@@ -306,5 +311,228 @@ fn an_abandoned_block_upload_changes_nothing() {
         back == old,
         "an abandoned upload must not change the device (first differing byte at {:?})",
         back.iter().zip(&old).position(|(a, b)| a != b)
+    );
+}
+
+/// How long a `blk_hold` guest may take to boot and print its lines (software KVM).
+const GUEST_BOOT: Duration = Duration::from_secs(30);
+
+/// The `blk_hold` console line for a sector 0 that starts with `data`.
+fn sector0_line(data: &[u8]) -> String {
+    let hex: String = data[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("blk_hold: sector0 {hex}")
+}
+
+/// A `blk_hold` unikernel `name` with `volume` as its device `storage`.
+fn holder(name: &str, volume: &str) -> Spec {
+    let mut spec = Spec::new(name, "blk_hold");
+    spec.block = vec![("storage".to_owned(), volume.to_owned())];
+    spec
+}
+
+/// A second pattern, different from [`pattern`] from the first byte on.
+fn other_pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 + 0x5a).to_le_bytes()[0]).collect()
+}
+
+/// A block upload begun by hand: the daemon said `Proceed` and has the first chunk;
+/// dropping it abandons the upload (the connection closes mid-stream).
+struct HeldUpload {
+    raw: Raw,
+    data: Vec<u8>,
+}
+
+const HELD_ID: u32 = 1;
+
+impl HeldUpload {
+    #[track_caller]
+    fn begin(d: &Daemon, volume: &str, data: Vec<u8>) -> HeldUpload {
+        assert!(
+            data.len() > MAX_CHUNK_BYTES,
+            "a held upload needs two chunks"
+        );
+        let mut raw = Raw::unix(d);
+        let r = raw.request(
+            HELD_ID,
+            Cmd::Block(BlockCommand::Upload {
+                name: full(volume),
+                size_bytes: data.len() as u64,
+                sha256: Sha256Digest::of(&data),
+            }),
+        );
+        assert_eq!(r, ReplyBody::Proceed, "the held upload of {volume} starts");
+        let mut up = HeldUpload { raw, data };
+        up.chunk(Chunk::Data(up.data[..MAX_CHUNK_BYTES].to_vec()));
+        up
+    }
+
+    fn chunk(&mut self, chunk: Chunk) {
+        self.raw.send(&Message::Stream(Stream {
+            id: RequestId(HELD_ID),
+            chunk,
+        }));
+    }
+
+    /// Sends the rest and the `End`; returns the daemon's final reply.
+    fn finish(mut self) -> ReplyBody {
+        let rest = self.data[MAX_CHUNK_BYTES..].to_vec();
+        for c in rest.chunks(MAX_CHUNK_BYTES) {
+            self.chunk(Chunk::Data(c.to_vec()));
+        }
+        self.chunk(Chunk::End {
+            total_bytes: self.data.len() as u64,
+            sha256: Sha256Digest::of(&self.data),
+        });
+        loop {
+            match self.raw.recv() {
+                Message::Reply(r) if r.id == RequestId(HELD_ID) => return r.body,
+                Message::Stream(_) => {}
+                other => panic!("held upload: unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+/// Retries `f` while it fails with `Busy` (a transfer's release reaches the daemon's
+/// core a moment after the transfer's reply or its connection's end).
+#[track_caller]
+fn when_not_busy<T: std::fmt::Debug>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, petrelctl::client::ClientError>,
+) -> T {
+    wait_for(what, Duration::from_secs(10), || match f() {
+        Ok(v) => Some(v),
+        Err(petrelctl::client::ClientError::Remote(e)) if e.kind == ErrorKind::Busy => None,
+        Err(e) => panic!("{what}: {e}"),
+    })
+}
+
+#[test]
+fn a_running_unikernel_holds_its_volume() {
+    let d = Daemon::start("blkhold");
+    let mut c = d.local();
+    let size = 128 * 1024;
+    let len = usize::try_from(size).expect("size");
+    try_block_create(&mut c, "ops:vol", size, 512).expect("create");
+    let old = pattern(len);
+    try_block_upload(&mut c, "ops:vol", &old).expect("upload");
+
+    // The guest sees the uploaded bytes.
+    create(&mut c, &holder("ops:holder", "vol"));
+    let text = wait_console(&mut c, "ops:holder", "blk_hold: holding", GUEST_BOOT);
+    assert!(text.contains(&sector0_line(&old)), "{text}");
+    assert_eq!(info(&mut c, "ops:holder").state, UnikernelState::Running);
+
+    // While it runs: no transfer either way, no destroy, no second user.
+    let new = other_pattern(len);
+    assert_denied(
+        try_block_upload(&mut c, "ops:vol", &new),
+        ErrorKind::Busy,
+        "in use by ops:holder",
+    );
+    assert_denied(
+        try_block_download(&mut c, "ops:vol"),
+        ErrorKind::Busy,
+        "in use by ops:holder",
+    );
+    assert_denied(
+        c.call(Cmd::Block(BlockCommand::Destroy {
+            name: full("ops:vol"),
+        })),
+        ErrorKind::Busy,
+        "attached to ops:holder",
+    );
+    assert_denied(
+        try_create(&mut c, &holder("ops:second", "vol")),
+        ErrorKind::Busy,
+        "attached to ops:holder",
+    );
+    assert_denied(try_info(&mut c, "ops:second"), ErrorKind::NotFound, "");
+    // The refused upload left the file alone, and the guest runs on.
+    let on_disk = read(&d.data_dir().join("block/ops:vol"));
+    assert!(
+        on_disk == old,
+        "the volume file changed under a running guest"
+    );
+    let i = info(&mut c, "ops:holder");
+    assert_eq!(i.state, UnikernelState::Running, "{i:?}");
+
+    // Once it is gone, the volume is free again.
+    destroy(&mut c, "ops:holder");
+    let back = try_block_download(&mut c, "ops:vol").expect("download after destroy");
+    assert!(back == old, "the refused upload changed the volume");
+    try_block_upload(&mut c, "ops:vol", &new).expect("upload after destroy");
+    assert!(try_block_download(&mut c, "ops:vol").expect("download") == new);
+    create(&mut c, &holder("ops:holder", "vol"));
+    let text = wait_console(&mut c, "ops:holder", "blk_hold: holding", GUEST_BOOT);
+    assert!(
+        text.contains(&sector0_line(&new)) && !text.contains(&sector0_line(&old)),
+        "the re-created guest sees the new upload:\n{text}"
+    );
+    destroy(&mut c, "ops:holder");
+}
+
+#[test]
+fn a_volume_in_transfer_cannot_be_attached_or_started() {
+    let d = Daemon::start("blkxfer");
+    let mut c = d.local();
+    let size = 128 * 1024;
+    let len = usize::try_from(size).expect("size");
+    try_block_create(&mut c, "ops:vol", size, 512).expect("create");
+    let old = pattern(len);
+    try_block_upload(&mut c, "ops:vol", &old).expect("upload");
+    let new = other_pattern(len);
+
+    // An upload in progress: no unikernel may attach the volume.
+    let held = HeldUpload::begin(&d, "ops:vol", new.clone());
+    assert_denied(
+        try_create(&mut c, &holder("ops:holder", "vol")),
+        ErrorKind::Busy,
+        "being transferred",
+    );
+    assert_denied(try_info(&mut c, "ops:holder"), ErrorKind::NotFound, "");
+    // Abandoned: the volume is free, unchanged.
+    drop(held);
+    when_not_busy("create once the upload is abandoned", || {
+        try_create(&mut c, &holder("ops:holder", "vol"))
+    });
+    let text = wait_console(&mut c, "ops:holder", "blk_hold: holding", GUEST_BOOT);
+    assert!(text.contains(&sector0_line(&old)), "{text}");
+    destroy(&mut c, "ops:holder");
+
+    // A unikernel that has exited does not hold its volume: an upload may start (like
+    // writing the disk of a powered-off machine), but the unikernel may not start again
+    // until it is over.
+    create(&mut c, &holder("ops:once", "vol").args(&["once"]));
+    let done = wait_stopped(&mut c, "ops:once");
+    let text = console(&mut c, "ops:once");
+    assert_eq!(
+        done.last_exit.map(|e| e.status),
+        Some(ExitStatus::Code(0)),
+        "{text}"
+    );
+    assert!(text.contains(&sector0_line(&old)), "{text}");
+    let held = HeldUpload::begin(&d, "ops:vol", new.clone());
+    assert_denied(
+        c.call(Cmd::Restart {
+            name: full("ops:once"),
+            args: None,
+        }),
+        ErrorKind::Busy,
+        "being transferred",
+    );
+    assert_eq!(info(&mut c, "ops:once").state, UnikernelState::Stopped);
+    assert_eq!(held.finish(), ReplyBody::Ok, "the held upload completes");
+    when_not_busy("restart once the upload is over", || {
+        c.call(Cmd::Restart {
+            name: full("ops:once"),
+            args: None,
+        })
+    });
+    let text = wait_console(&mut c, "ops:once", &sector0_line(&new), GUEST_BOOT);
+    wait_stopped(&mut c, "ops:once");
+    assert!(
+        try_block_download(&mut c, "ops:vol").expect("download") == new,
+        "{text}"
     );
 }
