@@ -43,7 +43,7 @@ fn request(config: &str) -> Request {
 
 #[test]
 fn autostart_images_get_entries_and_admin_is_set() {
-    let s = Scratch::new("appl-entries");
+    let s = Scratch::new("petrel-appl-entries");
     let img = build(&s).path;
     let mut req = request("hostname = \"box\"\n");
     req.autostart = vec![("web".into(), guest("net")), ("hi".into(), guest("hello"))];
@@ -97,7 +97,7 @@ fn autostart_images_get_entries_and_admin_is_set() {
 
 #[test]
 fn entries_that_do_not_fit_are_refused() {
-    let s = Scratch::new("appl-refuse");
+    let s = Scratch::new("petrel-appl-refuse");
     let img = build(&s).path;
     let before = disk::sha256_file(&img).unwrap();
     let refuse = |config: &str, autostart: &[(&str, &str)], admin: Option<&str>| {
@@ -160,7 +160,7 @@ fn entries_that_do_not_fit_are_refused() {
 
 #[test]
 fn device_certificate_and_key() {
-    let s = Scratch::new("appl-cert");
+    let s = Scratch::new("petrel-appl-cert");
     let img = build(&s).path;
     let v = Validity::standard();
     let operator = ca::init("ops", &v).unwrap();

@@ -15,8 +15,8 @@ use petrel_image::disk::{
 
 #[test]
 fn same_inputs_same_bytes_in_different_directories() {
-    let a = Scratch::new("disk-repro-a");
-    let b = Scratch::new("disk-repro-b");
+    let a = Scratch::new("petrel-disk-repro-a");
+    let b = Scratch::new("petrel-disk-repro-b");
     let ra = build(&a);
     // Other paths, same content.
     let mut ib = inputs(&b);
@@ -40,7 +40,7 @@ fn same_inputs_same_bytes_in_different_directories() {
         "{} bytes allocated",
         ra.allocated_bytes
     );
-    let left: Vec<_> = std::fs::read_dir(&a.0)
+    let left: Vec<_> = std::fs::read_dir(a.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -49,7 +49,7 @@ fn same_inputs_same_bytes_in_different_directories() {
 
 #[test]
 fn refuses_bad_inputs() {
-    let s = Scratch::new("disk-bad");
+    let s = Scratch::new("petrel-disk-bad");
     let mut i = inputs(&s);
     i.version = "1.0+3".into();
     assert!(matches!(
@@ -72,7 +72,7 @@ fn refuses_bad_inputs() {
 
 #[test]
 fn gpt_as_sfdisk_and_sgdisk_see_it() {
-    let s = Scratch::new("disk-gpt");
+    let s = Scratch::new("petrel-disk-gpt");
     let r = build(&s);
     let img = r.path.to_str().unwrap();
     let ids = DiskIds::derive(VERSION);
@@ -129,7 +129,7 @@ fn gpt_as_sfdisk_and_sgdisk_see_it() {
 
 #[test]
 fn esp_as_fsck_vfat_and_mtools_see_it() {
-    let s = Scratch::new("disk-esp");
+    let s = Scratch::new("petrel-disk-esp");
     let r = build(&s);
     fsck_esp(&r.path, &s);
     let esp = mtools_esp(&r.path);
@@ -197,7 +197,7 @@ fn esp_as_fsck_vfat_and_mtools_see_it() {
 
 #[test]
 fn data_partition_as_e2fsprogs_sees_it() {
-    let s = Scratch::new("disk-ext4");
+    let s = Scratch::new("petrel-disk-ext4");
     let r = build(&s);
     let data = s.path("data.ext4");
     extract(&r.path, Layout::standard().data_bytes(), &data);

@@ -53,7 +53,7 @@ fn request(autostart: &[&str]) -> Request {
 
 #[test]
 fn provision_then_read_back_with_mtools() {
-    let s = Scratch::new("prov-ok");
+    let s = Scratch::new("petrel-prov-ok");
     let img = build(&s).path;
     let before = outside_esp(&img);
 
@@ -122,7 +122,7 @@ fn provision_then_read_back_with_mtools() {
 
 #[test]
 fn config_warnings_are_reported() {
-    let s = Scratch::new("prov-warn");
+    let s = Scratch::new("petrel-prov-warn");
     let img = build(&s).path;
     let req = Request {
         config: Some("hostname = \"a\"\nfuture_key = 1\n".into()),
@@ -141,7 +141,7 @@ fn config_warnings_are_reported() {
 
 #[test]
 fn refusals_leave_the_image_alone() {
-    let s = Scratch::new("prov-refuse");
+    let s = Scratch::new("petrel-prov-refuse");
     let img = build(&s).path;
     let whole = || disk::sha256_file(&img).unwrap();
     let before = whole();
@@ -196,7 +196,7 @@ fn refusals_leave_the_image_alone() {
 
 #[test]
 fn not_a_petrel_image() {
-    let s = Scratch::new("prov-foreign");
+    let s = Scratch::new("petrel-prov-foreign");
     let req = Request {
         config: Some("hostname = \"a\"\n".into()),
         ..Request::default()

@@ -15,6 +15,7 @@ use petrel_proto::{
     Message, NetDevice, Policy, PolicyCommand, ReplyBody, Request, RequestId, RestartPolicy,
     Sha256Digest, Stream, UnikernelInfo, UnikernelState, read_frame, stream_chunks, write_frame,
 };
+use petrel_test_support::require_kvm;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -40,17 +41,6 @@ fn guest(name: &str) -> Vec<u8> {
         .unwrap_or_else(|| workspace().join("target/guests"));
     let p = dir.join(format!("{name}.hvt"));
     fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run `make guests`)", p.display()))
-}
-
-fn require_kvm() {
-    assert!(
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok(),
-        "/dev/kvm cannot be opened read-write: these tests run real unikernels"
-    );
 }
 
 /// A `petreld` on a temporary data directory and socket.

@@ -11,13 +11,14 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use petrel_proto::msg::{ConsoleHistory, ErrorKind};
+use petrel_test_support::{self as support, Netns, Scratch, require_kvm};
 use petreld::api::{Pull, Source};
 use petreld::console::{ConsoleLimits, Consoles, Origin};
 use petreld::mac::Mac;
@@ -72,146 +73,33 @@ fn guest(name: &str) -> PathBuf {
     p
 }
 
-fn require_kvm() {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    assert!(
-        ok,
-        "/dev/kvm cannot be opened read-write: these tests run real unikernels and need KVM (and root)"
-    );
-}
-
-fn output_of(cmd: &mut Command, what: &str) -> Output {
-    match cmd.stdin(Stdio::null()).output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run {what}: {e}: install it (`make deps`)"),
-    }
-}
-
+/// Fails loudly unless this is root with KVM, `ip` and `ping`.
 fn require_net_tools() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "these tests create network namespaces, bridges and taps: run them as root"
-    );
+    support::require_root("these tests create network namespaces, bridges and taps");
     require_kvm();
-    for (prog, arg, pkg) in [("ip", "-V", "iproute2"), ("ping", "-V", "iputils-ping")] {
-        let o = output_of(Command::new(prog).arg(arg), &format!("`{prog}` ({pkg})"));
-        assert!(
-            o.status.success(),
-            "`{prog} {arg}` failed: is {pkg} installed?"
-        );
-    }
+    support::require_ip();
+    support::require_program("ping", "-V", "iputils-ping");
 }
 
-fn ip(args: &[&str]) -> Output {
-    output_of(Command::new("ip").args(args), "`ip` (iproute2)")
+/// A network namespace (`petrel-r-…`) with a bridge `br0` at 10.79.0.1/24, deleted on
+/// drop.
+fn netns(tag: &str) -> Netns {
+    require_net_tools();
+    let ns = Netns::new(NS_PREFIX, tag);
+    ns.loopback_up();
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "10.79.0.1/24", "dev", "br0"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    ns
 }
 
-fn ip_ok(args: &[&str]) -> String {
-    let o = ip(args);
-    assert!(
-        o.status.success(),
-        "ip {}: {}\n{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Deletes namespaces of earlier runs whose process is gone.
-fn remove_stale_namespaces() {
-    for line in ip_ok(&["netns", "list"]).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        if pid.bytes().all(|c| c.is_ascii_digit()) && !Path::new("/proc").join(pid).exists() {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
-
-/// A network namespace with a bridge `br0` at 10.79.0.1/24, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        require_net_tools();
-        remove_stale_namespaces();
-        let name = format!("{NS_PREFIX}{}-{tag}", std::process::id());
-        let _ = ip(&["netns", "del", &name]);
-        ip_ok(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns.ip(&["link", "add", "br0", "type", "bridge"]);
-        ns.ip(&["addr", "add", "10.79.0.1/24", "dev", "br0"]);
-        ns.ip(&["link", "set", "br0", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip_ok(&all)
-    }
-
-    /// Interface names in the namespace.
-    fn links(&self) -> Vec<String> {
-        self.ip(&["-o", "link", "show"])
-            .lines()
-            .filter_map(|l| l.split(':').nth(1))
-            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-            .collect()
-    }
-
-    fn exec(&self, prog: &str, args: &[&str]) -> Output {
-        output_of(
-            Command::new("ip")
-                .args(["netns", "exec", &self.name, prog])
-                .args(args),
-            &format!("`{prog}`"),
-        )
-    }
-
-    /// Runs `f` on a new thread that has entered the namespace: the runner there
-    /// creates its taps in it, as petreld's core thread does in the root namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        let h = thread::spawn(move || {
-            enter_netns(&path);
-            f()
-        });
-        match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.name]);
-    }
-}
-
-fn enter_netns(path: &str) {
-    let f = File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    rustix::thread::move_into_link_name_space(
-        std::os::fd::AsFd::as_fd(&f),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )
-    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+/// Interface names in the namespace.
+fn links(ns: &Netns) -> Vec<String> {
+    ns.ip(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------
@@ -506,8 +394,8 @@ fn spawn_failures_leave_nothing_and_say_why() {
 
 #[test]
 fn net_guest_on_a_bridge_pinned_with_stats_and_its_tap_goes_with_it() {
-    let ns = Netns::new("net");
-    let ns_name = ns.name.clone();
+    let ns = netns("net");
+    let ns_name = ns.name().to_owned();
     // The last CPU this test may use: pinning changes something on a multi-core box.
     let allowed = rustix::thread::sched_getaffinity(None).expect("affinity");
     let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
@@ -517,7 +405,7 @@ fn net_guest_on_a_bridge_pinned_with_stats_and_its_tap_goes_with_it() {
         .expect("some CPU is allowed");
     let (tap, pid) = ns.run(move || {
         // A second handle: the outer guard deletes the namespace.
-        let ns = std::mem::ManuallyDrop::new(Netns { name: ns_name });
+        let ns = Netns::borrowed(&ns_name);
         let h = Harness::new();
         let mac = Mac([0x02, 0x00, 0x0a, 0x4f, 0x00, 0x02]);
         let mut l = net_launch("t:net", "br0", mac, "10.79.0.2/24");
@@ -570,7 +458,7 @@ fn net_guest_on_a_bridge_pinned_with_stats_and_its_tap_goes_with_it() {
         (tap, sp.pid)
     });
     assert!(dead(pid));
-    let links = ns.links();
+    let links = links(&ns);
     assert!(
         !links.contains(&tap),
         "tap {tap} outlived its tender: {links:?}"
@@ -580,11 +468,11 @@ fn net_guest_on_a_bridge_pinned_with_stats_and_its_tap_goes_with_it() {
 
 #[test]
 fn missing_bridge_fails_the_spawn_without_leftovers() {
-    let ns = Netns::new("nobr");
-    let ns_name = ns.name.clone();
+    let ns = netns("nobr");
+    let ns_name = ns.name().to_owned();
     ns.run(move || {
         // A second handle: the outer guard deletes the namespace.
-        let ns = std::mem::ManuallyDrop::new(Netns { name: ns_name });
+        let ns = Netns::borrowed(&ns_name);
         let h = Harness::new();
         let l = net_launch(
             "t:nobr",
@@ -596,7 +484,7 @@ fn missing_bridge_fails_the_spawn_without_leftovers() {
         assert!(matches!(err, SpawnError::Bridge { .. }), "{err:?}");
         let text = h.console("t:nobr");
         assert!(text.contains("bridge nobridge"), "{text}");
-        let links = ns.links();
+        let links = links(&ns);
         assert!(!links.iter().any(|l| l.starts_with("ptap")), "{links:?}");
         assert!(h.exits.recv_timeout(Duration::from_millis(300)).is_err());
     });
@@ -605,9 +493,8 @@ fn missing_bridge_fails_the_spawn_without_leftovers() {
 #[test]
 fn block_device_is_passed() {
     require_kvm();
-    let dir = std::env::temp_dir().join(format!("petreld-runner-blk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let disk = dir.join("disk");
+    let dir = Scratch::new("petreld-runner-blk");
+    let disk = dir.path("disk");
     std::fs::write(&disk, vec![0u8; 64 * 4096]).expect("disk");
     let h = Harness::new();
     let mut l = launch("t:blk", "blk", &[]);
@@ -619,7 +506,6 @@ fn block_device_is_passed() {
     h.runner.spawn(&l).expect("spawn");
     let ex = h.wait_exit();
     let text = h.console("t:blk");
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(ex.status, ExitStatus::Code(0), "{ex:?}\n{text}");
     assert!(text.contains("blk: OK 64 sectors of 4096 bytes"), "{text}");
 }
@@ -634,7 +520,9 @@ fn pdeathsig_helper() {
     // A thread in the namespace spawns the tender and lives on, as petreld's core
     // thread does, until the whole process is killed.
     thread::spawn(move || {
-        enter_netns(&format!("/run/netns/{ns}"));
+        Netns::borrowed(&ns)
+            .enter()
+            .unwrap_or_else(|e| panic!("{e}"));
         let h = Harness::new();
         let sp = h
             .runner
@@ -660,10 +548,10 @@ fn pdeathsig_helper() {
 
 #[test]
 fn tender_dies_with_its_parent() {
-    let ns = Netns::new("pdeath");
+    let ns = netns("pdeath");
     let mut helper = Command::new(std::env::current_exe().expect("current exe"))
         .args(["--exact", "pdeathsig_helper", "--ignored", "--nocapture"])
-        .env(HELPER_ENV, &ns.name)
+        .env(HELPER_ENV, ns.name())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -904,7 +792,7 @@ fn console_followers_are_bounded_and_a_slow_one_loses_lines() {
 
 #[test]
 fn dropping_the_runner_kills_its_tenders_silently() {
-    let ns = Netns::new("drop");
+    let ns = netns("drop");
     let pid = ns.run(|| {
         let h = Harness::new();
         let l = net_launch("t:drop", "br0", Mac([2, 0, 0, 0, 0, 4]), "10.79.0.4/24");
@@ -923,7 +811,7 @@ fn dropping_the_runner_kills_its_tenders_silently() {
         sp.pid
     });
     assert!(dead(pid));
-    assert!(!ns.links().iter().any(|l| l.starts_with("ptap")));
+    assert!(!links(&ns).iter().any(|l| l.starts_with("ptap")));
 }
 
 /// A stand-in tender: a shell script that reports how it was started.
@@ -935,22 +823,15 @@ fn fake_tender(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("petreld-runner-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
-}
-
 /// What the tender gets: its command line, an empty environment, `/` as directory,
 /// `/dev/null` as stdin, pipes as stdout and stderr, the tap fd as `@FD` — and no other
 /// descriptor of the supervisor.
 #[test]
 fn the_tender_gets_exactly_its_arguments_and_descriptors() {
-    let ns = Netns::new("exec");
-    let dir = scratch("exec");
+    let ns = netns("exec");
+    let dir = Scratch::new("petreld-runner-exec");
     let script = fake_tender(
-        &dir,
+        dir.dir(),
         r#"echo "argv: $*"
 echo "env: $(env | tr '\n' ' ')"
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -987,7 +868,7 @@ exit 3
         );
         (out, ex, l.image)
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert_eq!(ex.status, ExitStatus::Code(3), "{out}");
     assert_eq!(ex.reason, "done");
     let texts = texts(&out);
@@ -1050,8 +931,8 @@ exit 3
 /// grace period, once.
 #[test]
 fn an_exit_is_reported_even_if_the_console_pipes_stay_open() {
-    let dir = scratch("grace");
-    let script = fake_tender(&dir, "sleep 6 &\necho bye >&2\nexit 4\n");
+    let dir = Scratch::new("petreld-runner-grace");
+    let script = fake_tender(dir.dir(), "sleep 6 &\necho bye >&2\nexit 4\n");
     let consoles = Consoles::new(ConsoleLimits::default()).expect("consoles");
     let (tx, exits) = mpsc::channel();
     let runner = Runner::new(
@@ -1066,7 +947,7 @@ fn an_exit_is_reported_even_if_the_console_pipes_stay_open() {
     let sp = runner.spawn(&l).expect("spawn");
     let ex = exits.recv_timeout(WAIT).expect("exit");
     let took = t0.elapsed();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert_eq!((ex.pid, ex.status), (sp.pid, ExitStatus::Code(4)));
     assert!(took < Duration::from_secs(5), "reported after {took:?}");
     assert_eq!(consoles.last_tender_line("t:grace").as_deref(), Some("bye"));

@@ -13,26 +13,7 @@ pub const VERSION: &str = "0.1.0-test";
 /// 2023-11-14 22:13:20 UTC.
 pub const EPOCH: u64 = 1_700_000_000;
 
-/// A scratch directory, removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("petrel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use petrel_test_support::Scratch;
 
 /// `len` bytes starting with `MZ`, the rest from a fixed-seed generator.
 pub fn fake_efi(len: usize, seed: u64) -> Vec<u8> {

@@ -30,7 +30,7 @@ fn dnsmasq(link: &Link, dir: &Path) -> Killed {
         .expect("dnsmasq is not installed: run `make deps` (scripts/deps installs dnsmasq-base)");
     let child = link
         .server
-        .exec(bin)
+        .command(bin)
         .args([
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -62,7 +62,7 @@ fn dnsmasq(link: &Link, dir: &Path) -> Killed {
 fn run_once(link: &Link, lease_file: &Path, extra: &[&str]) -> (bool, String) {
     let out = link
         .client
-        .exec(DHCP)
+        .command(DHCP)
         .args(["vc", "--once", "--timeout", "40", "--lease-file"])
         .arg(lease_file)
         .args(extra)
@@ -86,9 +86,7 @@ fn in_pool(a: Ipv4Addr) -> bool {
 type Witness = (Vec<(Ipv4Addr, u64, u64)>, Option<(String, String)>);
 
 fn witness(ns: &Netns) -> Witness {
-    let addrs: Value =
-        serde_json::from_slice(&ip(&["-n", &ns.0, "-j", "addr", "show", "dev", "vc"]).stdout)
-            .unwrap();
+    let addrs: Value = serde_json::from_str(&ns.ip(&["-j", "addr", "show", "dev", "vc"])).unwrap();
     let mut v4 = vec![];
     for a in addrs[0]["addr_info"].as_array().unwrap() {
         if a["family"] == "inet" {
@@ -99,9 +97,7 @@ fn witness(ns: &Netns) -> Witness {
             ));
         }
     }
-    let routes: Value =
-        serde_json::from_slice(&ip(&["-n", &ns.0, "-j", "route", "show", "default"]).stdout)
-            .unwrap();
+    let routes: Value = serde_json::from_str(&ns.ip(&["-j", "route", "show", "default"])).unwrap();
     let default = routes.as_array().unwrap().first().map(|r| {
         assert_eq!(r["dev"], "vc");
         (
@@ -114,10 +110,10 @@ fn witness(ns: &Netns) -> Witness {
 
 #[test]
 fn gets_a_lease_from_dnsmasq_and_asks_for_it_again() {
-    let dir = TempDir::new("lease");
+    let dir = scratch("lease");
     let link = Link::new("192.0.2.1/24");
-    let _server = dnsmasq(&link, &dir.0);
-    let lease_path = dir.0.join("run/vc.json");
+    let _server = dnsmasq(&link, dir.dir());
+    let lease_path = dir.path("run/vc.json");
 
     let (ok, log) = run_once(&link, &lease_path, &["--hostname", "testbox"]);
     assert!(ok, "{log}");
@@ -156,7 +152,7 @@ fn gets_a_lease_from_dnsmasq_and_asks_for_it_again() {
     );
     assert_eq!(default, Some(("192.0.2.1".into(), "dhcp".into())));
     // The server saw our host name.
-    let leases = std::fs::read_to_string(dir.0.join("dnsmasq.leases")).unwrap();
+    let leases = std::fs::read_to_string(dir.path("dnsmasq.leases")).unwrap();
     assert!(
         leases.contains(&format!("{} testbox", lease.address)),
         "{leases}"
@@ -164,7 +160,7 @@ fn gets_a_lease_from_dnsmasq_and_asks_for_it_again() {
     // From the client's address the server answers.
     let ping = link
         .client
-        .exec("ping")
+        .command("ping")
         .args(["-c", "1", "-W", "5", "192.0.2.1"])
         .output()
         .unwrap();
@@ -181,10 +177,10 @@ fn gets_a_lease_from_dnsmasq_and_asks_for_it_again() {
 
 #[test]
 fn nak_for_a_foreign_address_restarts() {
-    let dir = TempDir::new("nak");
+    let dir = scratch("nak");
     let link = Link::new("192.0.2.1/24");
-    let _server = dnsmasq(&link, &dir.0);
-    let lease_path = dir.0.join("vc.json");
+    let _server = dnsmasq(&link, dir.dir());
+    let lease_path = dir.path("vc.json");
     // An old lease from another network: dnsmasq (authoritative) refuses it.
     std::fs::write(
         &lease_path,
@@ -200,14 +196,14 @@ fn nak_for_a_foreign_address_restarts() {
 
 #[test]
 fn times_out_without_a_server() {
-    let dir = TempDir::new("timeout");
+    let dir = scratch("timeout");
     let link = Link::new("192.0.2.1/24");
     let t = Instant::now();
     let out = link
         .client
-        .exec(DHCP)
+        .command(DHCP)
         .args(["vc", "--once", "--timeout", "2", "--lease-file"])
-        .arg(dir.0.join("vc.json"))
+        .arg(dir.path("vc.json"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -217,7 +213,7 @@ fn times_out_without_a_server() {
         "{stderr}"
     );
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert!(!dir.0.join("vc.json").exists());
+    assert!(!dir.path("vc.json").exists());
 }
 
 #[test]
@@ -245,13 +241,13 @@ fn refuses_bad_arguments() {
 /// A real renewal: dnsmasq's shortest lease is 2 minutes, so T1 comes after 60 s.
 #[test]
 fn renews_with_dnsmasq() {
-    let dir = TempDir::new("renew");
+    let dir = scratch("renew");
     let link = Link::new("192.0.2.1/24");
-    let _server = dnsmasq(&link, &dir.0);
-    let lease_path = dir.0.join("vc.json");
+    let _server = dnsmasq(&link, dir.dir());
+    let lease_path = dir.path("vc.json");
     let child = link
         .client
-        .exec(DHCP)
+        .command(DHCP)
         .args(["vc", "--lease-file"])
         .arg(&lease_path)
         .stderr(Stdio::piped())

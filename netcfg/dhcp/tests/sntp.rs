@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::os::fd::AsFd;
 use std::process::Output;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,14 +44,9 @@ const GOOD: Behaviour = Behaviour {
 /// test process ends (the thread only blocks on its socket).
 fn responder(ns: &Netns, b: Behaviour) -> u16 {
     let (tx, rx) = mpsc::channel();
-    let name = ns.0.clone();
+    let ns = Netns::borrowed(ns.name());
     std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
-        rustix::thread::move_into_link_name_space(
-            f.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
+        ns.enter().unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send(sock.local_addr().unwrap().port()).unwrap();
         let mut buf = [0u8; 512];
@@ -80,7 +74,7 @@ fn responder(ns: &Netns, b: Behaviour) -> u16 {
 }
 
 fn sntp(ns: &Netns, args: &[&str]) -> (Output, String) {
-    let out = ns.exec(SNTP).args(args).output().unwrap();
+    let out = ns.command(SNTP).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!("{stderr}");
     (out, stderr)
@@ -95,7 +89,7 @@ fn offset_secs(log: &str) -> f64 {
 
 #[test]
 fn measures_the_offset_without_touching_the_clock() {
-    let ns = Netns::new("t");
+    let ns = netns("t");
     let port = responder(
         &ns,
         Behaviour {
@@ -119,8 +113,8 @@ fn measures_the_offset_without_touching_the_clock() {
 
 #[test]
 fn in_sync_and_floor() {
-    let ns = Netns::new("t");
-    let dir = TempDir::new("floor");
+    let ns = netns("t");
+    let dir = scratch("floor");
     let same = responder(&ns, GOOD);
     let (out, log) = sntp(&ns, &[&format!("127.0.0.1:{same}"), "--once", "--dry-run"]);
     assert!(out.status.success());
@@ -135,7 +129,7 @@ fn in_sync_and_floor() {
         },
     );
     let floor_secs = (now_nanos() - DAY_NANOS) / 1_000_000_000;
-    let floor = dir.0.join("clock-floor");
+    let floor = dir.path("clock-floor");
     std::fs::write(&floor, format!("{floor_secs}\n")).unwrap();
     let (out, log) = sntp(
         &ns,
@@ -159,7 +153,7 @@ fn in_sync_and_floor() {
 
 #[test]
 fn bad_servers_are_skipped_in_order() {
-    let ns = Netns::new("t");
+    let ns = netns("t");
     let kod = responder(
         &ns,
         Behaviour {
@@ -196,7 +190,7 @@ fn bad_servers_are_skipped_in_order() {
 
 #[test]
 fn silence_and_bad_arguments() {
-    let ns = Netns::new("t");
+    let ns = netns("t");
     // Nobody on that port: the kernel answers with port unreachable.
     let (out, log) = sntp(
         &ns,

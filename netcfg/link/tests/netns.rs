@@ -5,105 +5,35 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use petrel_config::Config;
 use petrel_netcfg::{ApplyOptions, Error, IfAddr, Link, Mac, Netlink, Route, apply, create_tap};
+use petrel_test_support::{self as support, Netns};
 use serde_json::Value;
 
 const NS_PREFIX: &str = "petrel-nc-";
 
 /// Fails loudly (never skips) when the test cannot run here.
 fn require_root_and_ip() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the netcfg namespace tests need root (CI runs as root)"
-    );
-    let ok = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`ip` (Debian package iproute2) is missing: run `make deps`"
-    );
-    assert!(
-        std::path::Path::new("/dev/net/tun").exists(),
-        "/dev/net/tun is missing (module tun)"
-    );
+    support::require_root("the netcfg namespace tests create namespaces, links and taps");
+    support::require_ip();
+    support::require_tun();
 }
 
-/// A network namespace, deleted on drop.
-struct Netns {
-    name: String,
+/// A network namespace (`petrel-nc-…`, loopback down as the kernel makes it), deleted on
+/// drop.
+fn netns(tag: &str) -> Netns {
+    require_root_and_ip();
+    Netns::new(NS_PREFIX, tag)
 }
 
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        require_root_and_ip();
-        remove_stale_namespaces();
-        let name = format!("{NS_PREFIX}{}-{tag}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns { name }
-    }
-
-    /// Runs `f` on a thread inside the namespace and returns its result (a panic there
-    /// fails the test here).
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        let handle = std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
-        });
-        match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
+/// The independent witness: `ip -j` and `/proc/sys` as seen inside a namespace.
+trait Witness {
     /// `ip -n NS -j ARGS`, parsed.
-    fn ip_json(&self, args: &[&str]) -> Vec<Value> {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-j"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.trim().is_empty() {
-            return Vec::new();
-        }
-        match serde_json::from_str(&text) {
-            Ok(Value::Array(items)) => items,
-            other => panic!("ip {args:?}: not a JSON array: {other:?}\n{text}"),
-        }
-    }
+    fn ip_json(&self, args: &[&str]) -> Vec<Value>;
 
     /// The witness's view of one link (`ip -d -j link`).
     fn link(&self, name: &str) -> Option<Value> {
@@ -138,19 +68,7 @@ impl Netns {
     }
 
     /// A sysctl's value as seen inside the namespace.
-    fn sysctl(&self, key: &str) -> String {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "cat", &path])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sysctl {key}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+    fn sysctl(&self, key: &str) -> String;
 
     /// `ip -j route` for `family` ("-4" or "-6").
     fn routes(&self, family: &str) -> Vec<Value> {
@@ -158,28 +76,29 @@ impl Netns {
     }
 }
 
-/// Removes namespaces left by earlier runs that were killed (their process is gone).
-fn remove_stale_namespaces() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+impl Witness for Netns {
+    fn ip_json(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        let text = self.ip(&all);
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(items)) => items,
+            other => panic!("ip {args:?}: not a JSON array: {other:?}\n{text}"),
         }
     }
-}
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+    fn sysctl(&self, key: &str) -> String {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let out = self.exec("cat", &[&path]);
+        assert!(
+            out.status.success(),
+            "sysctl {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -203,7 +122,7 @@ const BR_MAC: Mac = [0x02, 0x50, 0x45, 0x54, 0x00, 0x01];
 
 #[test]
 fn bridge_taps_veth_addresses_and_routes() {
-    let ns = Netns::new("build");
+    let ns = netns("build");
     let v4: IpAddr = "10.99.0.2".parse().unwrap();
     let v6: IpAddr = "fd00:99::2".parse().unwrap();
     let gw: IpAddr = "10.99.0.1".parse().unwrap();
@@ -366,7 +285,7 @@ fn bridge_taps_veth_addresses_and_routes() {
 
 #[test]
 fn taps_vanish_with_their_fd_and_names_are_exclusive() {
-    let ns = Netns::new("tap");
+    let ns = netns("tap");
     let fd: OwnedFd = ns.run(|| {
         let fd = create_tap("tapx").unwrap();
         let e = create_tap("tapx").unwrap_err();
@@ -388,7 +307,7 @@ fn taps_vanish_with_their_fd_and_names_are_exclusive() {
 
 #[test]
 fn errors_name_the_operation_and_carry_the_errno() {
-    let ns = Netns::new("err");
+    let ns = netns("err");
     ns.run(|| {
         let mut nl = Netlink::new().unwrap();
         let e = nl.set_up("nosuchdev").unwrap_err();
@@ -450,7 +369,7 @@ ipv6 = "none"
 
 #[test]
 fn apply_picks_the_nic_with_carrier_and_configures_everything() {
-    let ns = Netns::new("apply");
+    let ns = netns("apply");
     let net = Config::parse(TWO_BRIDGES).unwrap().config.network;
     let (first, second) = ns.run(move || {
         let mut nl = Netlink::new().unwrap();
@@ -519,7 +438,7 @@ fn apply_picks_the_nic_with_carrier_and_configures_everything() {
 
 #[test]
 fn apply_without_carrier_takes_the_first_nic_and_warns_about_missing_ones() {
-    let ns = Netns::new("nocarrier");
+    let ns = netns("nocarrier");
     let text = r#"
 [[network.bridges]]
 name = "service"
@@ -552,7 +471,7 @@ ipv4 = "none"
     assert!(ns.link("named").is_some());
 
     // Defaults with no NIC at all: the bridge is made, with a warning.
-    let ns = Netns::new("nonic");
+    let ns = netns("nonic");
     let applied = ns.run(|| {
         let mut nl = Netlink::new().unwrap();
         let opts = ApplyOptions::new(&test_mac);
@@ -568,7 +487,7 @@ ipv4 = "none"
 
 #[test]
 fn replace_addr_with_a_lifetime_and_replace_the_default_route() {
-    let ns = Netns::new("replace");
+    let ns = netns("replace");
     let addr: IpAddr = "10.66.0.20".parse().unwrap();
     let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     ns.run(move || {

@@ -11,7 +11,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +25,7 @@ use petrel_proto::msg::{
 };
 use petrel_proto::name::{FullName, Identity, UnikernelName};
 use petrel_proto::tls::{self, CertificateDer, ServerCheck, ca};
+use petrel_test_support as support;
 use petrelctl::client::{Client, ClientError, Endpoint};
 
 pub use petrel_proto::msg::ErrorKind;
@@ -45,33 +45,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------
 // The environment.
 
-/// Runs `cmd`, failing the test with `what` and the fix if the program is missing.
-fn output_of(cmd: &mut Command, what: &str) -> std::process::Output {
-    match cmd.stdin(Stdio::null()).output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run {what}: {e}: install it (`make deps`)"),
-    }
-}
-
 /// Fails loudly unless this process is root with a usable `/dev/kvm`, `/dev/net/tun` and
 /// `ip`.
 pub fn require_env() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the daemon suites create network namespaces, bridges and taps: run them as root"
-    );
-    let kvm = OpenOptions::new().read(true).write(true).open("/dev/kvm");
-    assert!(
-        kvm.is_ok(),
-        "/dev/kvm cannot be opened read-write ({:?}): these suites run real unikernels",
-        kvm.err()
-    );
-    assert!(
-        Path::new("/dev/net/tun").exists(),
-        "/dev/net/tun is missing (module tun)"
-    );
-    let o = output_of(Command::new("ip").arg("-V"), "`ip` (iproute2)");
-    assert!(o.status.success(), "`ip -V` failed: is iproute2 installed?");
+    support::require_root("the daemon suites create network namespaces, bridges and taps");
+    support::require_kvm();
+    support::require_tun();
+    support::require_ip();
 }
 
 /// The `petreld` binary under test: cargo's for the test suites; for the bench (an
@@ -155,28 +135,19 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 // ---------------------------------------------------------------------------------------
 // The namespace.
 
-/// Deletes namespaces left by earlier runs that were killed before their guards ran.
+/// Deletes namespaces left by earlier runs that were killed before their guards ran, and
+/// their scratch roots (named after them).
 fn remove_stale() {
-    let Ok(dir) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-            let _ = fs::remove_dir_all(std::env::temp_dir().join(&name));
-        }
+    for name in support::Netns::sweep_stale(NS_PREFIX) {
+        let _ = fs::remove_dir_all(std::env::temp_dir().join(&name));
     }
 }
 
 /// A network namespace with its loopback up and a bridge `service`; deleted on drop.
 pub struct Netns {
-    /// Its name (`petrel-g-<pid>-<tag>`).
+    /// Its name (`petrel-g-<pid>-<tag>-<n>`).
     pub name: String,
+    guard: support::Netns,
 }
 
 impl Netns {
@@ -184,23 +155,19 @@ impl Netns {
     pub fn new(tag: &str) -> Netns {
         require_env();
         remove_stale();
-        let name = format!("{NS_PREFIX}{}-{tag}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
+        let guard = support::Netns::new(NS_PREFIX, tag);
+        guard.loopback_up();
+        let ns = Netns {
+            name: guard.name().to_owned(),
+            guard,
+        };
         ns.add_bridge("service");
         ns
     }
 
     /// `ip -n NS ARGS`, failing on an error.
     pub fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all);
+        self.guard.ip(args);
     }
 
     /// Adds bridge `name`, up.
@@ -211,12 +178,8 @@ impl Netns {
 
     /// The links of the namespace: (name, master) pairs.
     pub fn links(&self) -> Vec<(String, Option<String>)> {
-        let o = output_of(
-            Command::new("ip").args(["-n", &self.name, "-j", "link", "show"]),
-            "`ip`",
-        );
-        assert!(o.status.success(), "ip link show failed");
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ip -j output");
+        let text = self.guard.ip(&["-j", "link", "show"]);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("ip -j output");
         v.as_array()
             .map(|a| {
                 a.iter()
@@ -242,41 +205,8 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered the namespace; sockets it makes stay there.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        let handle = std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
-        });
-        match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.guard.run(f)
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Runs `ip ARGS`, failing the test on an error.
-fn ip(args: &[&str]) {
-    let o = output_of(Command::new("ip").args(args), "`ip` (iproute2)");
-    assert!(
-        o.status.success(),
-        "ip {}: {}\n{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use petrel_test_support::{self as support, Scratch};
 use rustix::net::{AddressFamily, Protocol, RecvFlags, SendFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
@@ -586,30 +587,18 @@ fn bench_hypercalls(cfg: &Config, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let p = std::env::temp_dir().join(format!("petrel-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory (`petrel-bench-…` under the temporary directory), removed on
+/// drop.
+fn scratch() -> Result<Scratch> {
+    Scratch::try_new("petrel-bench").map_err(io_err("making the scratch directory"))
 }
 
 /// Block throughput of `bench_blk` over a scratch file: one sector per hypercall (what
 /// Solo5's bindings allow) and 64 KiB per hypercall (the tender's I/O path).
 fn bench_block(cfg: &Config, rep: &mut Report) -> Result<()> {
     let guest = cfg.guest("bench_blk")?;
-    let scratch = Scratch::new()?;
-    let disk = scratch.0.join("storage.img");
+    let scratch = scratch()?;
+    let disk = scratch.path("storage.img");
     let size = cfg.block_mib.max(1) * 1024 * 1024;
     let f = File::create(&disk).map_err(io_err("creating the block file"))?;
     f.set_len(size).map_err(io_err("sizing the block file"))?;
@@ -658,9 +647,7 @@ fn bench_block(cfg: &Config, rep: &mut Report) -> Result<()> {
 
 /// A network namespace with one persistent tap, `TAP`, up and without IPv6 (so that
 /// nothing but the bench's frames crosses it). Deleted, tap included, on drop.
-struct Netns {
-    name: String,
-}
+struct Netns(support::Netns);
 
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
@@ -679,52 +666,43 @@ fn ip(args: &[&str]) -> Result<()> {
 
 impl Netns {
     fn create() -> Result<Netns> {
-        let name = format!("petrel-bench-{}", std::process::id());
-        ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
-        let n = ns.name.as_str();
+        let ns = support::Netns::try_new("petrel-bench-", "net")
+            .map_err(io_err("making the bench's network namespace"))?;
+        let n = ns.name();
         for key in ["all", "default"] {
             let sysctl = format!("net.ipv6.conf.{key}.disable_ipv6=1");
             ip(&["netns", "exec", n, "sysctl", "-qw", &sysctl])?;
         }
         ip(&["-n", n, "tuntap", "add", "dev", TAP, "mode", "tap"])?;
         ip(&["-n", n, "link", "set", TAP, "up"])?;
-        Ok(ns)
+        Ok(Netns(ns))
+    }
+
+    /// The namespace's name.
+    fn name(&self) -> &str {
+        self.0.name()
     }
 
     /// A counter of `TAP` from `/sys/class/net/TAP/statistics/` as seen inside.
     fn tap_stat(&self, name: &str) -> Result<u64> {
         let path = format!("/sys/class/net/{TAP}/statistics/{name}");
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "cat", &path])
+        let out = self
+            .0
+            .command("cat")
+            .arg(&path)
             .output()
             .map_err(io_err("running ip netns exec cat"))?;
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .map_err(|_| BenchError::Failed(format!("cannot read {path} in {}", self.name)))
+            .map_err(|_| BenchError::Failed(format!("cannot read {path} in {}", self.name())))
     }
 
     /// Moves the calling thread into the namespace (only that thread).
     fn enter(&self) -> Result<()> {
-        let path = format!("/run/netns/{}", self.name);
-        let fd: OwnedFd = File::open(&path)
-            .map_err(io_err(format!("opening {path}")))?
-            .into();
-        // SAFETY: setns only reads its arguments; `fd` is an open namespace file that
-        // outlives the call. CLONE_NEWNET switches the calling thread's network
-        // namespace and nothing else.
-        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        if r != 0 {
-            return Err(io_err("setns")(std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.name]);
+        self.0
+            .enter()
+            .map_err(io_err("entering the bench's network namespace"))
     }
 }
 
@@ -872,7 +850,7 @@ fn echo_client(ns: &Netns, secs: u64, tender_done: &AtomicBool) -> Result<EchoSt
 fn bench_net(cfg: &Config, rep: &mut Report) -> Result<()> {
     let guest = cfg.guest("bench_net")?;
     let ns = Netns::create()?;
-    let prefix = ["ip", "netns", "exec", ns.name.as_str()];
+    let prefix = ["ip", "netns", "exec", ns.name()];
     let mac = GUEST_MAC.map(|b| format!("{b:02x}")).join(":");
     let opts = [
         format!("--net:service0={TAP}"),
@@ -987,13 +965,13 @@ fn elf_is_static(bytes: &[u8]) -> Option<bool> {
 
 /// Binary size on disk and after `strip` (of a copy), and whether it is static.
 fn bench_size(cfg: &Config, rep: &mut Report) -> Result<()> {
-    let scratch = Scratch::new()?;
+    let scratch = scratch()?;
     let (mut raw, mut stripped) = (Vec::new(), Vec::new());
     for t in &cfg.tenders {
         let bytes =
             std::fs::read(&t.path).map_err(io_err(format!("reading {}", t.path.display())))?;
         raw.push(Some(bytes.len() as f64));
-        let copy = scratch.0.join(t.label);
+        let copy = scratch.path(t.label);
         std::fs::write(&copy, &bytes).map_err(io_err("copying the tender"))?;
         let ok = Command::new("strip")
             .arg(&copy)
@@ -1032,12 +1010,12 @@ fn have(tool: &str) -> bool {
 /// when a tool is missing or refuses.
 fn bench_counts(cfg: &Config, rep: &mut Report) -> Result<()> {
     let hello = cfg.guest("hello")?;
-    let scratch = Scratch::new()?;
+    let scratch = scratch()?;
     if have("perf") {
         let events = ["kvm:kvm_userspace_exit", "kvm:kvm_pio"];
         let mut counts = vec![Vec::new(); events.len()];
         for t in &cfg.tenders {
-            let out = scratch.0.join("perf.csv");
+            let out = scratch.path("perf.csv");
             let out_s = out.display().to_string();
             let mut pre = vec!["perf", "stat", "-x,", "-o", out_s.as_str()];
             for e in events {
@@ -1066,7 +1044,7 @@ fn bench_counts(cfg: &Config, rep: &mut Report) -> Result<()> {
     }
     if have("strace") {
         let bench_hc = cfg.guest("bench_hc")?;
-        let out = scratch.0.join("strace.txt");
+        let out = scratch.path("strace.txt");
         let strace = |t: &Tender, guest: &str, gargs: &[String]| -> Option<HashMap<String, u64>> {
             let out_s = out.display().to_string();
             let pre = ["strace", "-c", "-f", "-o", out_s.as_str()];

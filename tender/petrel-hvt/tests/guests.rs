@@ -52,7 +52,7 @@ fn page_fault_is_reported_by_the_guest_and_exits_255() {
 
 #[test]
 fn block_device_512_and_4096_byte_sectors() {
-    let s = Scratch::new("blk");
+    let s = Scratch::new("petrel-hvt-blk");
     for (bs, size) in [(512usize, 64 * 1024usize), (4096, 128 * 1024)] {
         let f = s.file(&format!("disk{bs}"), size);
         let o = run_guest(
@@ -90,7 +90,7 @@ fn time_moves_and_poll_waits() {
 
 #[test]
 fn sixty_three_devices() {
-    let s = Scratch::new("mft63");
+    let s = Scratch::new("petrel-hvt-mft63");
     let files: Vec<String> = (0..63).map(|i| s.file(&format!("b{i}"), 512)).collect();
     let opts: Vec<String> = (0..63)
         .map(|i| format!("--block:b{i}={}", files[i]))
@@ -125,8 +125,8 @@ fn misbehaving_guests_end_with_exit_1_and_a_clear_message() {
 
 #[test]
 fn aborting_guest_leaves_a_core_file() {
-    let s = Scratch::new("core");
-    let dir = s.0.to_str().unwrap().to_string();
+    let s = Scratch::new("petrel-hvt-core");
+    let dir = s.dir().to_str().unwrap().to_string();
     let o = run_guest("trap", &["--mem=2", &format!("--dumpcore={dir}")], &[]);
     assert_exit(&o, 255, "dumpcore: dumping guest core to: ");
     let err = stderr(&o);

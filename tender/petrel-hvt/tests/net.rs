@@ -9,12 +9,12 @@
 
 mod common;
 use common::*;
+use petrel_test_support::{self as support, Netns};
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,145 +28,43 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the tender to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `cmd`, failing the test with `what` and the fix if the program is missing.
-fn output_of(cmd: &mut Command, what: &str) -> Output {
-    match cmd.stdin(Stdio::null()).output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run {what}: {e}: install it (`make deps`)"),
-    }
-}
-
-/// Fails loudly unless this process is root and `ip`, `ping` and `curl` are installed.
+/// Fails loudly unless this process is root with KVM, and `ip`, `ping` and `curl` are
+/// installed.
 fn require_tools() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "these tests create network namespaces and taps: run them as root"
-    );
+    support::require_root("these tests create network namespaces and taps");
     require_kvm();
-    for (prog, arg, pkg) in [
-        ("ip", "-V", "iproute2"),
-        ("ping", "-V", "iputils-ping"),
-        ("curl", "--version", "curl"),
-    ] {
-        let o = output_of(Command::new(prog).arg(arg), &format!("`{prog}` ({pkg})"));
-        assert!(
-            o.status.success(),
-            "`{prog} {arg}` failed ({}): is {pkg} installed?\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    support::require_ip();
+    support::require_program("ping", "-V", "iputils-ping");
+    support::require_program("curl", "--version", "curl");
 }
 
-/// Runs `ip ARGS`, failing the test on an error.
-fn ip(args: &[&str]) {
-    let o = output_of(Command::new("ip").args(args), "`ip` (iproute2)");
-    assert!(
-        o.status.success(),
-        "ip {}: {}\n{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
+/// A network namespace (`petrel-t-…`) made for one test, loopback up; deleting it on
+/// drop also deletes the taps in it (once no process uses them: the tender guard is
+/// dropped first).
+fn netns(tag: &str) -> Netns {
+    require_tools();
+    let ns = Netns::new(NS_PREFIX, tag);
+    ns.loopback_up();
+    ns
 }
 
-/// Deletes namespaces left by earlier runs of these tests that were killed before their
-/// guards ran (their PID no longer exists).
-fn remove_stale_namespaces() {
-    let o = output_of(Command::new("ip").args(["netns", "list"]), "`ip`");
-    for line in String::from_utf8_lossy(&o.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        if pid.bytes().all(|c| c.is_ascii_digit())
-            && !std::path::Path::new("/proc").join(pid).exists()
-        {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
+/// Adds a persistent tap `dev` to `ns`, up, with the host-side address `cidr`.
+fn add_tap(ns: &Netns, dev: &str, cidr: &str) {
+    ns.ip(&["tuntap", "add", "dev", dev, "mode", "tap"]);
+    ns.ip(&["addr", "add", cidr, "dev", dev]);
+    ns.ip(&["link", "set", dev, "up"]);
 }
 
-/// A network namespace made for one test, deleted on drop.
-struct Netns {
-    name: String,
+/// Opens the namespace's tap `dev` the way an orchestrator would before handing it to
+/// the tender: from a thread that has entered the namespace (setns affects only the
+/// calling thread), through `/dev/net/tun` and `TUNSETIFF`.
+fn open_tap(ns: &Netns, dev: &str) -> OwnedFd {
+    let dev = dev.to_string();
+    ns.run(move || open_tap_here(&dev))
 }
 
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        require_tools();
-        remove_stale_namespaces();
-        let name = format!("{NS_PREFIX}{}-{tag}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NS ARGS`.
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-
-    /// Adds a persistent tap `dev`, up, with the host-side address `cidr`.
-    fn add_tap(&self, dev: &str, cidr: &str) {
-        self.ip(&["tuntap", "add", "dev", dev, "mode", "tap"]);
-        self.ip(&["addr", "add", cidr, "dev", dev]);
-        self.ip(&["link", "set", dev, "up"]);
-    }
-
-    /// A command that runs `prog` inside the namespace.
-    fn command(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
-        c
-    }
-
-    /// Runs `prog ARGS` inside the namespace and returns its output.
-    fn run(&self, prog: &str, args: &[&str]) -> Output {
-        output_of(self.command(prog).args(args), &format!("`{prog}`"))
-    }
-
-    /// Opens the namespace's tap `dev` the way an orchestrator would before handing
-    /// it to the tender: from a thread that has entered the namespace (setns affects
-    /// only the calling thread), through `/dev/net/tun` and `TUNSETIFF`.
-    fn open_tap(&self, dev: &str) -> OwnedFd {
-        let ns_path = format!("/run/netns/{}", self.name);
-        let dev = dev.to_string();
-        thread::spawn(move || open_tap_in(&ns_path, &dev))
-            .join()
-            .expect("tap-opening thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace also deletes the taps in it (once no process uses them:
-        // the tender guard is dropped first).
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Body of [`Netns::open_tap`]; runs on its own thread.
-fn open_tap_in(ns_path: &str, dev: &str) -> OwnedFd {
-    let ns = File::open(ns_path).unwrap_or_else(|e| panic!("{ns_path}: {e}"));
-    // SAFETY: setns on a valid namespace fd; it only changes this thread's network
-    // namespace, and the thread ends right after opening the tap.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+/// Body of [`open_tap`]; runs on a thread inside the namespace.
+fn open_tap_here(dev: &str) -> OwnedFd {
     let tun = rustix::fs::open(
         c"/dev/net/tun",
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
@@ -325,7 +223,7 @@ fn ping_avg_ms(out: &str) -> Option<f64> {
 /// Pings and fetches the page from inside `ns`; checks the guest's log line. Returns
 /// (average RTT, curl's time for the first HTTP exchange) for the report.
 fn exercise(ns: &Netns, tender: &mut Tender, addr: &str) -> (f64, Duration) {
-    let o = ns.run("ping", &["-c", "3", "-W", "2", "-w", "20", addr]);
+    let o = ns.exec("ping", &["-c", "3", "-W", "2", "-w", "20", addr]);
     let ping_out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
@@ -339,7 +237,7 @@ fn exercise(ns: &Netns, tender: &mut Tender, addr: &str) -> (f64, Duration) {
 
     let url = format!("http://{addr}/");
     // curl's own time for the exchange (connect, request, answer), on its stderr.
-    let o = ns.run(
+    let o = ns.exec(
         "curl",
         &[
             "-sS",
@@ -366,7 +264,7 @@ fn exercise(ns: &Netns, tender: &mut Tender, addr: &str) -> (f64, Duration) {
     tender.wait_for("\"GET /\" 200", Duration::from_secs(5));
 
     // A second request on a fresh connection, and a 404 with its status line.
-    let o = ns.run(
+    let o = ns.exec(
         "curl",
         &["-sS", "--max-time", "10", "-i", &format!("{url}nope")],
     );
@@ -390,8 +288,8 @@ fn stop(tender: Tender) {
 
 #[test]
 fn tap_by_name_answers_arp_ping_and_http() {
-    let ns = Netns::new("name");
-    ns.add_tap("tap0", "10.77.0.1/24");
+    let ns = netns("name");
+    add_tap(&ns, "tap0", "10.77.0.1/24");
     let guest = guest("net");
     let mut cmd = ns.command(tender().to_str().expect("utf-8 path"));
     cmd.args(["--mem=16", "--net:service0=tap0", "--"])
@@ -412,9 +310,9 @@ fn tap_by_name_answers_arp_ping_and_http() {
 
 #[test]
 fn tap_fd_is_passed_as_at_fd_with_a_chosen_mac() {
-    let ns = Netns::new("fd");
-    ns.add_tap("tap0", "10.77.0.1/24");
-    let tap = ns.open_tap("tap0");
+    let ns = netns("fd");
+    add_tap(&ns, "tap0", "10.77.0.1/24");
+    let tap = open_tap(&ns, "tap0");
     let raw = tap.as_raw_fd();
     // The tender itself stays in the test's own namespace: the fd is all it gets.
     let mut cmd = Command::new(tender());
@@ -449,7 +347,7 @@ fn tap_fd_is_passed_as_at_fd_with_a_chosen_mac() {
 
     let (rtt_ms, first_http) = exercise(&ns, &mut tender, "10.77.0.2");
     // The host learnt the guest's MAC through ARP.
-    let o = ns.run("ip", &["neigh", "show", "10.77.0.2", "dev", "tap0"]);
+    let o = ns.exec("ip", &["neigh", "show", "10.77.0.2", "dev", "tap0"]);
     let neigh = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(neigh.contains("02:00:0a:4d:00:02"), "ip neigh: {neigh:?}");
     eprintln!("net (tap as @3): ping avg {rtt_ms:.2} ms, first HTTP exchange {first_http:?}");
@@ -458,8 +356,8 @@ fn tap_fd_is_passed_as_at_fd_with_a_chosen_mac() {
 
 #[test]
 fn arguments_are_checked_by_the_guest() {
-    let ns = Netns::new("args");
-    ns.add_tap("tap0", "10.77.0.1/24");
+    let ns = netns("args");
+    add_tap(&ns, "tap0", "10.77.0.1/24");
     let run = |args: &[&str]| {
         let mut cmd = ns.command(tender().to_str().expect("utf-8 path"));
         cmd.args(["--mem=16", "--net:service0=tap0", "--"])

@@ -33,8 +33,8 @@ fn missing_kernel_file() {
 
 #[test]
 fn not_an_elf() {
-    let s = Scratch::new("notelf");
-    let f = s.0.join("junk.hvt");
+    let s = Scratch::new("petrel-hvt-notelf");
+    let f = s.path("junk.hvt");
     std::fs::write(&f, b"this is not an ELF file at all, just text").unwrap();
     let o = run(&[f.to_str().unwrap()]);
     assert_clean_refusal(&o, "invalid executable");
@@ -105,7 +105,7 @@ fn command_line_too_long() {
 
 #[test]
 fn block_file_problems() {
-    let s = Scratch::new("blkbad");
+    let s = Scratch::new("petrel-hvt-blkbad");
     let odd = s.file("odd", 1000);
     assert_clean_refusal(
         &run_guest("blk", &["--mem=2", &format!("--block:storage={odd}")], &[]),

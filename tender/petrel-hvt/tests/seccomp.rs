@@ -84,8 +84,8 @@ fn run_with_fd_7_taken(name: &str, opts: &[&str]) -> std::process::Output {
 
 #[test]
 fn core_dumps_are_written_under_the_filter() {
-    let s = Scratch::new("seccomp-core");
-    let dir = s.0.to_str().expect("utf-8").to_string();
+    let s = Scratch::new("petrel-hvt-seccomp-core");
+    let dir = s.dir().to_str().expect("utf-8").to_string();
     let dump = format!("--dumpcore={dir}");
     // Default memory (512 MiB): the page map is large enough for malloc to mmap it.
     // Fd 7 taken: the core file's fd is not the usual one.
@@ -117,10 +117,14 @@ fn core_dumps_are_written_under_the_filter() {
 
 #[test]
 fn dumpcore_rules_do_not_disturb_a_guest_that_does_not_abort() {
-    let s = Scratch::new("seccomp-nocore");
-    let dump = format!("--dumpcore={}", s.0.display());
+    let s = Scratch::new("petrel-hvt-seccomp-nocore");
+    let dump = format!("--dumpcore={}", s.dir().display());
     let o = run_guest("time", &["--mem=2", &dump], &[]);
     assert_exit(&o, 0, "");
     assert!(stdout(&o).contains("time: OK"), "{}", stdout(&o));
-    assert_eq!(std::fs::read_dir(&s.0).expect("dir").count(), 0, "no core");
+    assert_eq!(
+        std::fs::read_dir(s.dir()).expect("dir").count(),
+        0,
+        "no core"
+    );
 }

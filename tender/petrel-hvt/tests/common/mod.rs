@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use petrel_test_support::{Scratch, require_kvm};
+
 /// The tender binary under test (the static musl build of this crate).
 pub fn tender() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_petrel-hvt"))
@@ -23,19 +25,6 @@ pub fn guest(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-/// Fails loudly when the machine has no usable KVM.
-pub fn require_kvm() {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    assert!(
-        ok,
-        "/dev/kvm cannot be opened read-write: these tests run real unikernels and need KVM (and root)"
-    );
 }
 
 /// Runs the tender with `args` and returns its output.
@@ -91,28 +80,16 @@ pub fn assert_exit(o: &Output, want: i32, needle: &str) {
     );
 }
 
-/// A scratch directory removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    /// Makes a fresh directory for test `tag`.
-    pub fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("petrel-hvt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("scratch dir");
-        Scratch(p)
-    }
-
-    /// A file of `len` zero bytes in the scratch directory.
-    pub fn file(&self, name: &str, len: usize) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, vec![0u8; len]).expect("scratch file");
-        p.to_str().expect("utf-8").to_string()
-    }
+/// Scratch files of the tender's suites.
+pub trait ScratchFiles {
+    /// A file of `len` zero bytes in the scratch directory; its path as text.
+    fn file(&self, name: &str, len: usize) -> String;
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl ScratchFiles for Scratch {
+    fn file(&self, name: &str, len: usize) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, vec![0u8; len]).expect("scratch file");
+        p.to_str().expect("utf-8").to_string()
     }
 }
