@@ -493,12 +493,12 @@ pub struct Logs {
     pub lines: u32,
 }
 
-/// Erase the data partition (unikernels, images, block devices, policies), then reboot.
+/// Erase the data partition (unikernels, images, block devices, policies, logs), then reboot.
 #[derive(FromArgs, Debug, PartialEq)]
 #[argh(
     subcommand,
     name = "factory-reset",
-    note = "Irreversible: asks for --yes."
+    note = "Irreversible: asks for --yes. The box keeps its configuration on the ESP and its identity (MAC secret, device key, trust anchor), so it comes back at the same address, trusting the same operators."
 )]
 pub struct FactoryReset {
     /// yes, erase everything

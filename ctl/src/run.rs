@@ -329,7 +329,7 @@ impl Ctx {
             C::FactoryReset(c) => {
                 if !c.yes {
                     return Err(CtlError::usage(
-                        "factory-reset erases every unikernel, block device, policy and the configuration: add --yes",
+                        "factory-reset erases every unikernel, image, block device, policy and log on the box: add --yes",
                     ));
                 }
                 self.connect()?.call_ok(Command::FactoryReset)?;

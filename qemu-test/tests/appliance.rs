@@ -2,9 +2,12 @@
 //! device certificate and the admin identity `ops`, driven from the host with the real
 //! `petrelctl` over mutual TLS (QEMU forwards a host port to the box's port 1025). It
 //! creates the smoltcp HTTP unikernel, reads its console, fetches its page, reboots the
-//! box and finds it running again, destroys it, reboots and finds it gone.
+//! box and finds it running again, reads the previous boot's log, destroys it, reboots and
+//! finds it gone; creates it again with the same MAC, factory-resets the box and finds it
+//! empty but reachable at the same address with the same MACs; finally powers it off, and
+//! QEMU exits 0.
 //!
-//! One boot sequence (three boots) in one test: under TCG each boot takes 15–40 s here.
+//! One boot sequence (four boots) in one test: under TCG each boot takes 15–40 s here.
 
 #![allow(clippy::unwrap_used)]
 
@@ -192,8 +195,38 @@ fn wait_reboot(vm: &mut Qemu) {
     ok(vm.wait_for("petrel-init: ready (+", BOOT));
 }
 
+/// Waits for the reboot a factory reset ends with: petreld wipes the data partition,
+/// then asks PID 1 to reboot (it has already stopped every unikernel itself).
+fn wait_factory_reboot(vm: &mut Qemu) {
+    ok(vm.wait_for("factory reset done: rebooting", STEP));
+    ok(vm.wait_for("petrel-init: reboot: stopping services", STEP));
+    ok(vm.wait_for("petrel-init: petrel-init", BOOT));
+    ok(vm.wait_for("petrel-init: ready (+", BOOT));
+}
+
+/// The MAC of the unikernel's first network device, from `info --json`.
+fn first_mac(info: &serde_json::Value) -> String {
+    info["devices"][0]["mac"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no MAC in {info}"))
+        .to_owned()
+}
+
+/// `petrelctl`'s exit status and both outputs, for a command that must fail.
+fn failing(ctl: &Ctl, args: &[&str]) -> (Option<i32>, String) {
+    let o = ctl.output(args);
+    (
+        o.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
 #[test]
-fn petrelctl_creates_reboots_and_destroys_over_tls() {
+fn petrelctl_drives_the_box_over_tls() {
     let s = Scratch::new("appliance");
     let ctl_bin = release_bin("petrelctl");
     // The operator's CA, the admin's identity, the device's certificate: all made with
@@ -285,6 +318,7 @@ fn petrelctl_creates_reboots_and_destroys_over_tls() {
         &vm,
     );
     let info = ctl.info("web", &vm).expect("web exists after create");
+    let mac = first_mac(&info);
     assert_eq!(info["name"], "ops:web", "{info}");
     assert_eq!(info["state"], "running", "{info}");
     assert_eq!(info["devices"][0]["bridge"], "service", "{info}");
@@ -305,7 +339,28 @@ fn petrelctl_creates_reboots_and_destroys_over_tls() {
     wait_reboot(&mut vm);
     let info = ctl.info("web", &vm).expect("web survives a reboot");
     assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(first_mac(&info), mac, "the MAC is stable across reboots");
     wait_page(web_port, &vm);
+
+    // The system log: this boot's, and the previous one's, which ends with the reboot
+    // asked above (kept on the data partition as boot.log.1).
+    let current = ctl.ok(&["logs"], &vm);
+    assert!(
+        current.contains("petreld started") && !current.contains("reboot: stopping petreld"),
+        "logs shows this boot only:\n{current}"
+    );
+    let previous = ctl.ok(&["logs", "--previous"], &vm);
+    assert!(
+        previous.contains("petreld started") && previous.contains("reboot: stopping petreld"),
+        "logs --previous shows the boot that was rebooted:\n{previous}"
+    );
+    let last = ctl.ok(&["logs", "--previous", "--lines", "3"], &vm);
+    assert_eq!(last.lines().count(), 3, "--lines 3:\n{last}");
+    assert!(previous.ends_with(&last), "--lines gives the end:\n{last}");
+    // No update has ever been tried on this box: no failed trial boot to show.
+    let (code, out) = failing(&ctl, &["logs", "--failed-trial"]);
+    assert_eq!(code, Some(4), "logs --failed-trial: {out}");
+    assert!(out.contains("no failed trial boot"), "{out}");
 
     // Destroy it, reboot: gone for good.
     ctl.ok(&["destroy", "web"], &vm);
@@ -319,4 +374,84 @@ fn petrelctl_creates_reboots_and_destroys_over_tls() {
     );
     let list = ctl.ok(&["--json", "info"], &vm);
     assert!(!list.contains("ops:web"), "{list}");
+
+    // Created again: the same MAC, derived from the same (unikernel, device) and secret.
+    let create = [
+        "create",
+        "web",
+        net.to_str().unwrap(),
+        "--net",
+        "service0=service",
+        "--arg",
+        &format!("--ipv4={WEB_ADDR}/24"),
+    ];
+    ctl.ok(&create, &vm);
+    let info = ctl
+        .info("web", &vm)
+        .expect("web exists after the second create");
+    assert_eq!(
+        first_mac(&info),
+        mac,
+        "same unikernel, same device, same MAC"
+    );
+    ctl.ok(&["block", "create", "disk", "1M"], &vm);
+
+    // Factory reset: refused without --yes (nothing is erased); with it, the box stops
+    // every unikernel, wipes its data partition and reboots.
+    let (code, out) = failing(&ctl, &["factory-reset"]);
+    assert_eq!(code, Some(2), "factory-reset without --yes: {out}");
+    assert!(out.contains("--yes"), "{out}");
+    assert!(
+        ctl.info("web", &vm).is_some(),
+        "nothing erased without --yes"
+    );
+    ctl.ok(&["factory-reset", "--yes"], &vm);
+    wait_factory_reboot(&mut vm);
+    assert_eq!(
+        ctl.info("web", &vm),
+        None,
+        "a factory reset erases unikernels"
+    );
+    let list: serde_json::Value = serde_json::from_str(&ctl.ok(&["--json", "info"], &vm)).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    let blocks = ctl.ok(&["block", "list"], &vm);
+    assert!(
+        !blocks.contains("disk"),
+        "a factory reset erases block devices: {blocks}"
+    );
+    let (code, out) = failing(&ctl, &["logs", "--previous"]);
+    assert_eq!(
+        code,
+        Some(4),
+        "the kept logs went with the data partition: {out}"
+    );
+    // The admin comes from the ESP's configuration and the box's identity from `keys/`,
+    // both kept: it answered above at the same address (the bridge's MAC, so its DHCP
+    // lease, is unchanged), and the same unikernel gets the same MAC again.
+    ctl.ok(&create, &vm);
+    let info = ctl.info("web", &vm).expect("web exists after the reset");
+    assert_eq!(
+        first_mac(&info),
+        mac,
+        "a factory reset keeps the MAC secret"
+    );
+    wait_page(web_port, &vm);
+
+    // Power off over the protocol: petreld stops first and cleanly, then QEMU exits 0.
+    ctl.ok(&["poweroff"], &vm);
+    ok(vm.wait_for("petrel-init: poweroff: stopping petreld", STEP));
+    ok(vm.wait_for("petrel-init: poweroff: stopping services", STEP));
+    let status = ok(vm.wait_exit(STEP));
+    assert!(status.success(), "QEMU exits 0 after a poweroff: {status}");
+    let serial = vm.serial();
+    let stop = serial
+        .rfind("petrel-init: poweroff: stopping petreld")
+        .unwrap_or_default();
+    assert!(
+        serial[stop..]
+            .lines()
+            .any(|l| l.contains("petrel-init: petreld (pid") && l.contains("exited with status 0")),
+        "petreld stopped cleanly before the poweroff:\n{}",
+        &serial[stop..]
+    );
 }

@@ -559,13 +559,20 @@ fn start_signal_thread(tx: mpsc::Sender<Msg>) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Empties the data directory (a factory reset): state, images, volumes, keys, logs.
+/// Empties the data directory for a factory reset: state, images, block volumes and logs
+/// go; `keys/` stays (the MAC secret, the self-signed device key, a rotated trust anchor),
+/// so the box comes back at the same address, with the same fingerprint, trusting the same
+/// operators (DESIGN §3).
 fn factory_wipe(data: &DataDir) {
     let Ok(entries) = fs::read_dir(data.root()) else {
         return;
     };
+    let keys = data.keys();
     for e in entries.flatten() {
         let p = e.path();
+        if p == keys {
+            continue;
+        }
         let r = if p.is_dir() {
             fs::remove_dir_all(&p)
         } else {
@@ -926,6 +933,31 @@ fn tail(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_factory_wipe_keeps_only_the_keys() {
+        let root = std::env::temp_dir().join(format!("petreld-wipe-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let data = DataDir::prepare(&root).expect("prepare");
+        fs::write(data.keys().join("mac-secret"), b"secret").expect("write");
+        fs::write(root.join("state").join("state.json"), b"{}").expect("write");
+        fs::create_dir_all(root.join("log")).expect("mkdir");
+        fs::write(root.join("log").join("boot.log.1"), b"old").expect("write");
+        fs::write(root.join("stray"), b"x").expect("write");
+        factory_wipe(&data);
+        let mut left: Vec<String> = fs::read_dir(&root)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["keys"]);
+        assert_eq!(
+            fs::read(data.keys().join("mac-secret")).expect("kept"),
+            b"secret"
+        );
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn log_tail_by_lines() {
