@@ -185,13 +185,18 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub fn encode(generation: u64, body: &Body) -> Result<Vec<u8>, serde_json::Error> {
     let body_json = serde_json::to_string(body)?;
     let raw = RawValue::from_string(body_json)?;
+    encode_raw(generation, &raw)
+}
+
+/// Wraps an already encoded body in the envelope, with its checksum.
+fn encode_raw(generation: u64, raw: &RawValue) -> Result<Vec<u8>, serde_json::Error> {
     let env = EnvelopeOut {
         format: FORMAT,
         version: VERSION,
         min_reader_version: 1,
         generation,
         body_sha256: sha256_hex(raw.get().as_bytes()),
-        body: &raw,
+        body: raw,
     };
     let mut out = serde_json::to_vec(&env)?;
     out.push(b'\n');
@@ -215,6 +220,71 @@ pub fn decode(bytes: &[u8]) -> Result<State, DecodeError> {
         generation: env.generation,
         body,
     })
+}
+
+/// The fuzzing entry point (the `state_decode` target in `fuzz/`), also used by
+/// `tests/robust.rs` to replay the corpus on stable Rust.
+///
+/// It decodes `bytes` as a state file; every state that decodes must re-encode to a file
+/// that decodes to the same state (and encodes to the same bytes again), the next
+/// generation a save would write must decode as newer, and a torn copy (a prefix) must
+/// decode to nothing or to the same state. Since random bytes rarely carry a matching
+/// checksum, `bytes` is also tried as a body: wrapped in an envelope with the right
+/// checksum, it must decode exactly when it parses as a [`Body`].
+///
+/// # Panics
+///
+/// When an invariant fails (that is its job).
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub fn fuzz_check(bytes: &[u8]) {
+    fn check_decoded(file: &[u8], state: &State) {
+        let again = encode(state.generation, &state.body).expect("a decoded body encodes");
+        let decoded = decode(&again).unwrap_or_else(|e| panic!("re-encoded state: {e}"));
+        assert_eq!(&decoded, state, "encode/decode round trip");
+        assert_eq!(
+            encode(decoded.generation, &decoded.body).expect("encodes"),
+            again,
+            "encoding is deterministic"
+        );
+        // The next save: a newer generation (saturating at the top), the same body.
+        let next = state.generation.saturating_add(1);
+        let saved = decode(&encode(next, &state.body).expect("encodes")).expect("decodes");
+        assert!(saved.generation >= state.generation && saved.generation == next);
+        assert_eq!(saved.body, state.body);
+        // A torn write never decodes to something else.
+        for cut in [file.len() / 2, file.len().saturating_sub(1)] {
+            if cut < file.len() {
+                if let Ok(torn) = decode(&file[..cut]) {
+                    assert_eq!(&torn, state, "prefix of {cut} bytes decodes differently");
+                }
+            }
+        }
+    }
+
+    if let Ok(state) = decode(bytes) {
+        check_decoded(bytes, &state);
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(raw) = RawValue::from_string(text.to_owned()) else {
+        return;
+    };
+    let generation = bytes
+        .iter()
+        .take(8)
+        .fold(0u64, |g, b| (g << 8) | u64::from(*b));
+    let file = encode_raw(generation, &raw).expect("a JSON value wraps");
+    let as_body = serde_json::from_str::<Body>(raw.get());
+    match (decode(&file), as_body) {
+        (Ok(state), Ok(body)) => {
+            assert_eq!(state.generation, generation);
+            assert_eq!(state.body, body);
+            check_decoded(&file, &state);
+        }
+        (Err(DecodeError::Body(_)), Err(_)) => {}
+        (got, body) => panic!("wrapped body: decode {got:?}, body {body:?}"),
+    }
 }
 
 /// The result of [`Store::open`].
