@@ -10,10 +10,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use petrel_test_support::{Scratch, require_kvm};
 use petrelctl::cli::*;
 use petrelctl::error::Exit;
 
@@ -31,34 +31,14 @@ fn command(args: &[&str]) -> crate::Command_ {
 }
 use petrelctl::cli::Command as Command_;
 
-/// A scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "petrelctl-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-
-    fn str(&self, rel: &str) -> String {
-        self.path(rel).to_str().unwrap().to_owned()
-    }
+/// Paths in a scratch directory as the `String` arguments petrelctl takes.
+trait PathStr {
+    fn str(&self, rel: &str) -> String;
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl PathStr for Scratch {
+    fn str(&self, rel: &str) -> String {
+        self.path(rel).to_str().unwrap().to_owned()
     }
 }
 
@@ -519,7 +499,7 @@ fn identity_of(dir: &Path) -> String {
 
 #[test]
 fn ca_round_trips() {
-    let t = TempDir::new("ca");
+    let t = Scratch::new("petrelctl-ca");
     let root = json(&[
         "--json",
         "ca",
@@ -677,7 +657,7 @@ fn ca_round_trips() {
 
 #[test]
 fn exit_codes_without_a_daemon() {
-    let t = TempDir::new("codes");
+    let t = Scratch::new("petrelctl-codes");
     let sock = t.str("none.sock");
     assert_eq!(petrelctl(&[]).status.code(), Some(2));
     expect(Exit::Usage, &["frobnicate"]);
@@ -841,28 +821,21 @@ fn hello_guest() -> PathBuf {
         "guest {} is missing: run `make guests` first",
         p.display()
     );
-    assert!(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok(),
-        "/dev/kvm cannot be opened read-write: the end-to-end tests run a real unikernel"
-    );
+    require_kvm();
     p
 }
 
 /// A petreld on a temporary data directory, killed when dropped.
 struct Daemon {
     child: Child,
-    dir: TempDir,
+    dir: Scratch,
 }
 
 impl Daemon {
     fn start(extra: &[&str]) -> Self {
         let petreld = sibling("petreld");
         let tender = sibling("petrel-hvt");
-        let dir = TempDir::new("petreld");
+        let dir = Scratch::new("petrelctl-petreld");
         let log = std::fs::File::create(dir.path("petreld.log")).unwrap();
         let child = Command::new(petreld)
             .args([
@@ -1078,7 +1051,7 @@ fn free_port() -> u16 {
 fn end_to_end_over_mutual_tls() {
     let hello = hello_guest();
     let hello = hello.to_str().unwrap();
-    let t = TempDir::new("tls");
+    let t = Scratch::new("petrelctl-tls");
     let issue = |name: &str, ca: &str, extra: &[&str]| {
         let mut args = vec!["ca", "issue", name, "--ca", ca];
         let out = t.str(name);

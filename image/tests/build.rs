@@ -92,8 +92,8 @@ fn members(cpio: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
 
 #[test]
 fn library_build_is_reproducible_and_complete() {
-    let tmp = TempDir::new("lib-build");
-    let root = &tmp.0;
+    let tmp = Scratch::new("petrel-image-lib-build");
+    let root = tmp.dir();
     inputs(root);
     let a = assemble::build(&options(root, "out-a")).unwrap();
     let b = assemble::build(&options(root, "out-b")).unwrap();
@@ -204,8 +204,8 @@ fn library_build_is_reproducible_and_complete() {
 
 #[test]
 fn clear_errors_for_wrong_inputs() {
-    let tmp = TempDir::new("errors");
-    let root = &tmp.0;
+    let tmp = Scratch::new("petrel-image-errors");
+    let root = tmp.dir();
     inputs(root);
     let err =
         |o: &BuildOptions| petrel_image::disk::cli::error_chain(&assemble::build(o).unwrap_err());
@@ -281,10 +281,10 @@ fn clear_errors_for_wrong_inputs() {
 /// bytes for every output (initramfs, UKI, build info; and the disk half's outputs).
 #[test]
 fn binary_build_is_reproducible_across_directories() {
-    let tmp = TempDir::new("cli-build");
+    let tmp = Scratch::new("petrel-image-cli-build");
     let mut outputs = Vec::new();
     for dir in ["one", "two/deeper"] {
-        let root: PathBuf = tmp.0.join(dir);
+        let root: PathBuf = tmp.dir().join(dir);
         std::fs::create_dir_all(&root).unwrap();
         inputs(&root);
         let kernel_tree = format!("kernel/lib/modules/{KVER}");

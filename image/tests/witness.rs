@@ -89,14 +89,14 @@ fn gnu_cpio_lists_and_extracts_our_archive() {
     want.push("tmp");
     assert_eq!(listed, want);
 
-    let tmp = TempDir::new("cpio-x");
+    let tmp = Scratch::new("petrel-image-cpio-x");
     with_stdin(
         Command::new("cpio")
             .args(["-i", "-d", "-m", "--quiet", "--no-absolute-filenames"])
-            .current_dir(&tmp.0),
+            .current_dir(tmp.dir()),
         &bytes,
     );
-    let root = &tmp.0;
+    let root = tmp.dir();
     assert_eq!(std::fs::read(root.join("init")).unwrap(), b"#!init\n");
     let init = std::fs::metadata(root.join("init")).unwrap();
     assert_eq!(init.permissions().mode() & 0o7777, 0o755);
@@ -162,7 +162,7 @@ fn bsdtar_reads_our_gzipped_archive() {
 
 #[test]
 fn objdump_sees_the_uki_sections_where_we_put_them() {
-    let tmp = TempDir::new("objdump");
+    let tmp = Scratch::new("petrel-image-objdump");
     let kernel = fake_kernel("6.1.0-1-amd64");
     let initrd = gzip(&sample());
     let efi = uki::assemble(
@@ -175,7 +175,7 @@ fn objdump_sees_the_uki_sections_where_we_put_them() {
         },
     )
     .unwrap();
-    let path = tmp.0.join("petrel.efi");
+    let path = tmp.path("petrel.efi");
     std::fs::write(&path, &efi).unwrap();
     let out = run(Command::new("objdump").arg("-h").arg(&path));
     let text = String::from_utf8(out.stdout).unwrap();

@@ -16,6 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use petrel_qemu_test::{Config, Qemu, default_image, free_port, http_get};
+use petrel_test_support::Scratch;
 
 /// Generous: TCG on a shared two-core machine.
 const BOOT: Duration = Duration::from_secs(240);
@@ -54,28 +55,6 @@ fn run(cmd: &mut Command) -> String {
 
 fn ok<T>(r: petrel_qemu_test::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("petrel-qt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `petrelctl` with a settings file pointing at the box.
@@ -227,7 +206,7 @@ fn failing(ctl: &Ctl, args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn petrelctl_drives_the_box_over_tls() {
-    let s = Scratch::new("appliance");
+    let s = Scratch::new("petrel-qt-appliance");
     let ctl_bin = release_bin("petrelctl");
     // The operator's CA, the admin's identity, the device's certificate: all made with
     // petrelctl, as an operator would.

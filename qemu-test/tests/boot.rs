@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use petrel_qemu_test::{Config, Qemu, default_image};
+use petrel_test_support::Scratch;
 
 /// Generous: TCG on a shared two-core machine.
 const BOOT: Duration = Duration::from_secs(240);
@@ -46,8 +47,11 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A scratch copy of the image, removed on drop.
-struct ScratchImage(PathBuf);
+/// A scratch copy of the image (in a scratch directory), removed on drop.
+struct ScratchImage {
+    _dir: Scratch,
+    path: PathBuf,
+}
 
 impl ScratchImage {
     fn new(tag: &str) -> ScratchImage {
@@ -57,16 +61,23 @@ impl ScratchImage {
             "{} is missing: run `make image`",
             src.display()
         );
-        let p = std::env::temp_dir().join(format!("petrel-qt-{tag}-{}.img", std::process::id()));
-        run(Command::new("cp").arg("--sparse=always").arg(&src).arg(&p));
-        ScratchImage(p)
+        let dir = Scratch::new(&format!("petrel-qt-{tag}"));
+        let path = dir.path("petrel.img");
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&src)
+            .arg(&path));
+        ScratchImage { _dir: dir, path }
     }
 
     fn provision(&self, config: &str, autostart: &[&str]) {
-        let cfg = self.0.with_extension("toml");
+        let cfg = self.path.with_extension("toml");
         std::fs::write(&cfg, config).unwrap();
         let mut cmd = Command::new(petrel_image());
-        cmd.arg("provision").arg(&self.0).arg("--config").arg(&cfg);
+        cmd.arg("provision")
+            .arg(&self.path)
+            .arg("--config")
+            .arg(&cfg);
         for name in autostart {
             cmd.arg("--autostart")
                 .arg(format!("{name}={}", guest(name).display()));
@@ -77,10 +88,10 @@ impl ScratchImage {
 
     /// Puts a file on the ESP with mtools, bypassing provision's checks.
     fn put_raw(&self, esp_path: &str, bytes: &[u8]) {
-        let f = self.0.with_extension("raw");
+        let f = self.path.with_extension("raw");
         std::fs::write(&f, bytes).unwrap();
         // The ESP starts at LBA 2048 (docs/formats.md, disk layout).
-        let img = format!("{}@@1048576", self.0.display());
+        let img = format!("{}@@1048576", self.path.display());
         run(Command::new("mcopy")
             .args(["-o", "-i", &img])
             .arg(&f)
@@ -89,13 +100,7 @@ impl ScratchImage {
     }
 
     fn config(&self) -> Config {
-        Config::new(&self.0)
-    }
-}
-
-impl Drop for ScratchImage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        Config::new(&self.path)
     }
 }
 
@@ -210,28 +215,27 @@ fn broken_config_still_boots_to_a_reachable_box() {
     ok(vm.wait_seen("petrel-dhcp: service: bound", STEP));
 }
 
-/// A network namespace with the VM's tap and a DHCP server on it, removed on drop.
+/// A network namespace with the VM's tap and a DHCP server on it, removed on drop
+/// (dnsmasq first).
 struct Netns {
-    name: String,
+    ns: petrel_test_support::Netns,
     dnsmasq: Option<std::process::Child>,
 }
 
 impl Netns {
     fn new(tag: &str) -> Netns {
-        let name = format!("petrel-qt-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &name]));
         Netns {
-            name,
+            ns: petrel_test_support::Netns::new("petrel-qt-", tag),
             dnsmasq: None,
         }
     }
 
+    fn name(&self) -> &str {
+        self.ns.name()
+    }
+
     fn ip(&self, args: &[&str]) -> String {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+        self.ns.ip(args)
     }
 }
 
@@ -241,9 +245,6 @@ impl Drop for Netns {
             let _ = d.kill();
             let _ = d.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -255,19 +256,24 @@ fn service_bridge_takes_a_lease_and_answers_ping() {
     let img = ScratchImage::new("net");
     let mut ns = Netns::new("net");
     let mut cfg = img.config();
-    cfg.wrapper = vec!["ip".into(), "netns".into(), "exec".into(), ns.name.clone()];
+    cfg.wrapper = vec![
+        "ip".into(),
+        "netns".into(),
+        "exec".into(),
+        ns.name().to_owned(),
+    ];
     cfg.netdev = Some("tap,id=net0,ifname=qtap0,script=no,downscript=no".into());
     let mut vm = ok(Qemu::boot(&cfg));
 
     // QEMU made the tap; give the host side its address and a DHCP server.
     ns.ip(&["link", "set", "qtap0", "up"]);
     ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "qtap0"]);
-    let leases = std::env::temp_dir().join(format!("{}.leases", ns.name));
+    let leases = std::env::temp_dir().join(format!("{}.leases", ns.name()));
     let dnsmasq = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &ns.name,
+            ns.name(),
             "dnsmasq",
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -294,7 +300,15 @@ fn service_bridge_takes_a_lease_and_answers_ping() {
         .to_string();
     let ping = Command::new("ip")
         .args([
-            "netns", "exec", &ns.name, "ping", "-c", "3", "-W", "5", &addr,
+            "netns",
+            "exec",
+            ns.name(),
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "5",
+            &addr,
         ])
         .output()
         .expect("ping");

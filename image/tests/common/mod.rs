@@ -177,23 +177,9 @@ pub fn fake_tree(root: &Path, kver: &str, skip: &[&str]) -> PathBuf {
     dir
 }
 
-/// A fresh, empty temporary directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("petrel-image-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// Not every suite that includes this module makes scratch directories (robust.rs does not).
+#[allow(unused_imports)]
+pub use petrel_test_support::Scratch;
 
 /// Runs `cmd`, failing loudly with the reason when the tool is missing.
 pub fn run(cmd: &mut std::process::Command) -> std::process::Output {
