@@ -63,7 +63,8 @@ clippy:
 	cd guest && cargo clippy --locked --release -- -D warnings
 
 unit:
-	PETREL_GUESTS=$(GUEST_OUT) cargo test --release --locked --workspace --exclude petrel-qemu-test
+	PETREL_GUESTS=$(GUEST_OUT) PETREL_TENDER=$(CURDIR)/target/$(HOST_TARGET)/release/petrel-hvt \
+	  cargo test --profile test-opt --locked --workspace --exclude petrel-qemu-test
 	cd guest && cargo test --locked -p petrel-guest -p petrel-net-example --target x86_64-unknown-linux-gnu
 
 test:
