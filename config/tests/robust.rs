@@ -4,21 +4,11 @@
 //! through [`petrel_config::fuzz_check`], the fuzz target's entry point.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use petrel_config::{Config, fuzz_check};
+use petrel_test_support::{corpus_dir, read_corpus};
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/config_parse");
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    files.sort();
+    let files = read_corpus(&corpus_dir("config_parse"));
     assert!(files.len() >= 10, "corpus too small: {}", files.len());
     files
 }

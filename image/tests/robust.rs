@@ -12,9 +12,10 @@ use std::path::PathBuf;
 
 use common::*;
 use petrel_image::modinfo::{ModInfo, ModInfoError, fuzz_check};
+use petrel_test_support::{read_corpus, write_seeds};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/modinfo")
+    petrel_test_support::corpus_dir("modinfo")
 }
 
 const KVM_AMD: &str = "alias=cpu:type:x86,ven*fam*mod*:feature:*0061*\0depends=kvm,ccp\0retpoline=Y\0\
@@ -104,29 +105,19 @@ fn module_survives_truncation_and_corruption() {
 #[test]
 fn corpus_replays_without_panic() {
     let dir = corpus_dir();
-    let entries: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
+    let entries = read_corpus(&dir);
     assert!(
         entries.len() >= seeds().len(),
         "corpus in {} is missing seeds",
         dir.display()
     );
-    for path in entries {
-        fuzz_check(&std::fs::read(&path).unwrap());
+    for (_, bytes) in entries {
+        fuzz_check(&bytes);
     }
 }
 
 #[test]
 #[ignore = "writes fuzz/corpus/modinfo; run with PETREL_WRITE_CORPUS=1"]
 fn write_corpus() {
-    if std::env::var_os("PETREL_WRITE_CORPUS").is_none() {
-        return;
-    }
-    let dir = corpus_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in seeds() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    write_seeds(&corpus_dir(), seeds());
 }

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 
 use common::*;
 use petrel_proto::*;
+use petrel_test_support::{read_corpus, write_seeds};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/proto_frame")
+    petrel_test_support::corpus_dir("proto_frame")
 }
 
 fn frames(messages: &[Message]) -> Vec<u8> {
@@ -54,9 +55,8 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
 fn corpus_replays() {
     let dir = corpus_dir();
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        fuzz_check(&std::fs::read(&path).unwrap());
+    for (_, bytes) in read_corpus(&dir) {
+        fuzz_check(&bytes);
         seen += 1;
     }
     assert!(
@@ -81,12 +81,5 @@ fn seeds_replay() {
 #[test]
 #[ignore = "writes the seed corpus; run with PETREL_WRITE_CORPUS=1"]
 fn write_corpus() {
-    if std::env::var_os("PETREL_WRITE_CORPUS").is_none() {
-        return;
-    }
-    let dir = corpus_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in corpus() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    write_seeds(&corpus_dir(), corpus());
 }

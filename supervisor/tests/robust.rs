@@ -18,7 +18,7 @@ use petreld::state::{BlockDevice, ExitInfo, ExitStatus, NetDevice, RestartPolicy
 use sha2::{Digest, Sha256};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/state_decode")
+    petrel_test_support::corpus_dir("state_decode")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -252,17 +252,7 @@ impl MapVersion for Vec<u8> {
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = corpus_dir();
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
+    petrel_test_support::read_corpus(&corpus_dir())
 }
 
 fn check_verdict(name: &str, bytes: &[u8]) {
@@ -455,12 +445,5 @@ fn hostile_shapes() {
 #[test]
 #[ignore = "writes the seed corpus; run with PETREL_WRITE_CORPUS=1"]
 fn write_corpus() {
-    if std::env::var_os("PETREL_WRITE_CORPUS").is_none() {
-        return;
-    }
-    let dir = corpus_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in seeds() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    petrel_test_support::write_seeds(&corpus_dir(), seeds());
 }

@@ -5,6 +5,9 @@
 //!   ([`Netns::sweep_stale`]), commands run inside with `ip netns exec`
 //!   ([`Netns::exec`]), closures on a thread that entered it ([`Netns::run`]).
 //! - [`Scratch`]: a fresh directory under the temporary directory, removed on drop.
+//! - [`read_corpus`], [`write_seeds`], [`corpus_dir`] (module [`corpus`]): a fuzz
+//!   target's corpus in `fuzz/corpus/<target>/`, read sorted for replay suites and
+//!   regenerated from a suite's seeds when `PETREL_WRITE_CORPUS` is set.
 //! - [`require_root`], [`require_kvm`], [`require_tun`], [`require_ip`],
 //!   [`require_program`]: each fails the test loudly with the fix. Nothing here skips a
 //!   test: a machine that cannot run it is a failed test that says why.
@@ -13,6 +16,10 @@
 //! sweep removes only its own leftovers), the pid tells a live run from a dead one, and
 //! `n` (a per-process counter) keeps two guards of one process apart.
 #![forbid(unsafe_code)]
+
+pub mod corpus;
+
+pub use corpus::{corpus_dir, read_corpus, write_seeds};
 
 use std::fs::File;
 use std::io;

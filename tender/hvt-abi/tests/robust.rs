@@ -16,9 +16,10 @@ use hvt_abi::elf::{Elf, ElfError};
 use hvt_abi::fuzz_check;
 use hvt_abi::mft::Manifest;
 use hvt_abi::note::NoteError;
+use petrel_test_support::{read_corpus, write_seeds};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/elf_manifest")
+    petrel_test_support::corpus_dir("elf_manifest")
 }
 
 /// Runs every public parser on `bytes` directly too, beyond what fuzz_check does.
@@ -190,29 +191,16 @@ fn corpus_generator_fixtures_are_what_their_names_say() {
 #[test]
 #[ignore = "writes fuzz/corpus/elf_manifest; run with PETREL_WRITE_CORPUS=1"]
 fn write_corpus() {
-    if std::env::var_os("PETREL_WRITE_CORPUS").is_none() {
-        return;
-    }
-    let dir = corpus_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in corpus() {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    write_seeds(&corpus_dir(), corpus());
 }
 
 #[test]
 fn replay_fuzz_corpus() {
     let dir = corpus_dir();
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read the fuzz corpus at {}: {e}", dir.display()));
     let mut n = 0;
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).unwrap();
-            fuzz_check(&bytes);
-            n += 1;
-        }
+    for (_, bytes) in read_corpus(&dir) {
+        fuzz_check(&bytes);
+        n += 1;
     }
     assert!(
         n >= 10,
