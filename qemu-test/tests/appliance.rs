@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use petrel_qemu_test::{Config, Qemu, default_image, free_port, http_get};
 use petrel_test_support::Scratch;
 
+mod common;
+use common::{guest, release_bin, run};
+
 /// Generous: TCG on a shared two-core machine.
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(120);
@@ -25,33 +28,6 @@ const STEP: Duration = Duration::from_secs(120);
 const WEB_ADDR: &str = "10.0.2.100";
 /// What the smoltcp example serves.
 const PAGE: &str = "Hello from a Petrel unikernel";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn release_bin(name: &str) -> PathBuf {
-    let p = repo().join(format!("target/x86_64-unknown-linux-musl/release/{name}"));
-    assert!(p.is_file(), "{} is missing: run `make build`", p.display());
-    p
-}
-
-fn guest(name: &str) -> PathBuf {
-    let p = repo().join(format!("target/guests/{name}.hvt"));
-    assert!(p.is_file(), "{} is missing: run `make guests`", p.display());
-    p
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn ok<T>(r: petrel_qemu_test::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
@@ -284,18 +260,17 @@ fn petrelctl_drives_the_box_over_tls() {
     // Nothing yet; then create the network unikernel from the host.
     assert_eq!(ctl.info("web", &vm), None);
     let net = guest("net");
-    ctl.ok(
-        &[
-            "create",
-            "web",
-            net.to_str().unwrap(),
-            "--net",
-            "service0=service",
-            "--arg",
-            &format!("--ipv4={WEB_ADDR}/24"),
-        ],
-        &vm,
-    );
+    let ipv4 = format!("--ipv4={WEB_ADDR}/24");
+    let create = [
+        "create",
+        "web",
+        net.to_str().unwrap(),
+        "--net",
+        "service0=service",
+        "--arg",
+        &ipv4,
+    ];
+    ctl.ok(&create, &vm);
     let info = ctl.info("web", &vm).expect("web exists after create");
     let mac = first_mac(&info);
     assert_eq!(info["name"], "ops:web", "{info}");
@@ -355,15 +330,6 @@ fn petrelctl_drives_the_box_over_tls() {
     assert!(!list.contains("ops:web"), "{list}");
 
     // Created again: the same MAC, derived from the same (unikernel, device) and secret.
-    let create = [
-        "create",
-        "web",
-        net.to_str().unwrap(),
-        "--net",
-        "service0=service",
-        "--arg",
-        &format!("--ipv4={WEB_ADDR}/24"),
-    ];
     ctl.ok(&create, &vm);
     let info = ctl
         .info("web", &vm)

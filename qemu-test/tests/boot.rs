@@ -9,43 +9,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use petrel_qemu_test::{Config, Qemu, default_image};
 use petrel_test_support::Scratch;
 
+mod common;
+use common::{guest, release_bin, run};
+
 /// Generous: TCG on a shared two-core machine.
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(120);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn petrel_image() -> PathBuf {
-    let p = repo().join("target/x86_64-unknown-linux-musl/release/petrel-image");
-    assert!(p.is_file(), "{} is missing: run `make image`", p.display());
-    p
-}
-
-fn guest(name: &str) -> PathBuf {
-    let p = repo().join(format!("target/guests/{name}.hvt"));
-    assert!(p.is_file(), "{} is missing: run `make guests`", p.display());
-    p
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A scratch copy of the image (in a scratch directory), removed on drop.
 struct ScratchImage {
@@ -73,7 +49,7 @@ impl ScratchImage {
     fn provision(&self, config: &str, autostart: &[&str]) {
         let cfg = self.path.with_extension("toml");
         std::fs::write(&cfg, config).unwrap();
-        let mut cmd = Command::new(petrel_image());
+        let mut cmd = Command::new(release_bin("petrel-image"));
         cmd.arg("provision")
             .arg(&self.path)
             .arg("--config")
