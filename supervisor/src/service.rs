@@ -554,14 +554,10 @@ impl Engine {
                 let full = name.to_string();
                 // A volume in transfer: refused like a create, not an `Ok` whose spawn
                 // then fails (the daemon's spawn check) and records a SpawnFailed exit.
-                if let Some(v) = self
-                    .live(&full)
-                    .and_then(|u| u.spec.block.iter().find(|b| self.busy.contains(&b.volume)))
-                {
-                    return Err(err(
-                        ErrorKind::Busy,
-                        format!("block volume {} is being transferred", v.volume),
-                    ));
+                if let Some(u) = self.live(&full) {
+                    for b in &u.spec.block {
+                        self.not_in_transfer(&b.volume)?;
+                    }
                 }
                 actions.extend(
                     self.machine
@@ -666,12 +662,18 @@ impl Engine {
                     format!("block volume {volume} is attached to {user}"),
                 ));
             }
-            if self.busy.contains(&volume) {
-                return Err(err(
-                    ErrorKind::Busy,
-                    format!("block volume {volume} is being transferred"),
-                ));
-            }
+            self.not_in_transfer(&volume)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `volume` while an upload or download holds it.
+    fn not_in_transfer(&self, volume: &str) -> Result<(), Error> {
+        if self.busy.contains(volume) {
+            return Err(err(
+                ErrorKind::Busy,
+                format!("block volume {volume} is being transferred"),
+            ));
         }
         Ok(())
     }
@@ -903,12 +905,7 @@ impl Engine {
                         format!("block volume {full} is attached to {user}"),
                     ));
                 }
-                if self.busy.contains(&full) {
-                    return Err(err(
-                        ErrorKind::Busy,
-                        format!("block volume {full} is being transferred"),
-                    ));
-                }
+                self.not_in_transfer(&full)?;
                 self.blocks.remove(&full);
                 // The file goes after the state is saved (the daemon removes volume
                 // files the state does not list at start).
@@ -968,12 +965,7 @@ impl Engine {
                 v.size_bytes
             )));
         }
-        if self.busy.contains(&full) {
-            return Err(err(
-                ErrorKind::Busy,
-                format!("block volume {full} is being transferred"),
-            ));
-        }
+        self.not_in_transfer(&full)?;
         if let Some(user) = self.volume_user(&full) {
             let idle = self
                 .live(&user)
