@@ -226,8 +226,8 @@ pub enum Command {
         /// The last this many lines; 0: all kept.
         lines: u32,
     },
-    /// Erase the data partition (unikernels, images, block devices, policies, keys), then
-    /// reboot; the ESP (config, certificates) stays. Reply: `Ok`.
+    /// Erase the data partition (unikernels, images, block devices, policies, logs) but
+    /// its `keys/`, then reboot; the ESP (config, certificates) stays. Reply: `Ok`.
     FactoryReset,
     /// Replace the trust anchor. Reply: `Ok`.
     TrustRotate {
